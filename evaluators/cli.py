@@ -1,0 +1,119 @@
+"""The ``unitune`` command line.
+
+Each subcommand lives in the module that holds its logic; a module plugs in by defining
+``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args: argparse.Namespace) -> int``.
+Modules are imported only when their command is parsed, so ``unitune eval`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from evaluators.errors import UserError
+
+__all__ = ["COMMANDS", "main"]
+
+#: ``command -> module`` or ``command -> {subcommand -> module}``; help text is the module's first line.
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "tiny-model": "llamafactory_ext.tiny_model",
+    "data": {
+        "hmer": "llamafactory_ext.hmer.cli",
+        "hmer-folds": "llamafactory_ext.hmer.folds",
+        "validate": "llamafactory_ext.validate",
+        "fer-sft": "llamafactory_ext.fer_data",
+        "fer-rlvr": "trl_grpo.rlvr_data",
+    },
+    "eval": {
+        "hmer": "evaluators.hmer.cli",
+        "fer": "evaluators.fer.cli",
+    },
+    "eval-all": "evaluators.suite",
+    "infer": "evaluators.inference.cli",
+    "demo-data": {
+        "hmer": "llamafactory_ext.demo_data.hmer",
+        "fer": "llamafactory_ext.demo_data.fer",
+    },
+    "demo": "llamafactory_ext.demo",
+}
+
+
+def _summary(module_name: str) -> str | None:
+    """First docstring line of a plug-in module, or ``None`` when it is not built yet."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            return None
+        raise
+    return (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+
+
+def _add(subparsers: argparse._SubParsersAction, name: str, module_name: str) -> None:
+    summary = _summary(module_name)
+    if summary is None:
+        parser = subparsers.add_parser(name, help="(not built yet)")
+        parser.set_defaults(_run=lambda args, n=name: _not_built(n))
+        return
+    module = importlib.import_module(module_name)
+    parser = subparsers.add_parser(
+        name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+
+
+def _not_built(name: str) -> int:
+    logging.getLogger("unitune").error("`unitune %s` is not built yet in this version.", name)
+    return 3
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser, importing only the plug-in modules of the command being run."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="unitune", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, target in COMMANDS.items():
+        if isinstance(target, str):
+            if wanted == name:
+                _add(sub, name, target)
+            else:
+                sub.add_parser(name, help=f"see `unitune {name} --help`")
+            continue
+        group = sub.add_parser(name, help=f"{name}: {', '.join(target)}")
+        group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        group_sub.required = True
+        for sub_name, module_name in target.items():
+            if wanted == name:
+                _add(group_sub, sub_name, module_name)
+            else:
+                group_sub.add_parser(sub_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``unitune`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        logging.getLogger("unitune").error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("unitune").error("interrupted; finished work is kept on disk.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

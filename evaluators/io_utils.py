@@ -1,0 +1,100 @@
+"""Small, safe file helpers: atomic writes, JSON/JSONL reading with clear errors, appendable JSONL."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from evaluators.errors import UserError
+
+__all__ = ["atomic_write_json", "atomic_write_text", "iter_jsonl", "read_records", "write_jsonl_atomic"]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    A crash leaves either the old file or the new one, never a half-written file.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a" / "b.txt"
+    >>> atomic_write_text(p, "hello").read_text()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """Serialise ``obj`` as UTF-8 JSON (non-ASCII kept) and write it atomically."""
+    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
+    """Write one JSON object per line, atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the objects of a JSONL file; a bad line raises :class:`UserError` naming file and line.
+
+    A final line without a newline that does not parse (a crash mid-write) is skipped, not fatal.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not line.endswith("\n"):
+                return  # torn last line from an interrupted writer
+            raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}).") from None
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON list or a JSONL file of objects, with a clear error for anything else.
+
+    Raises:
+        UserError: the file is missing, is not JSON/JSONL, or is not a list of objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file.")
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(
+                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+            ) from None
+    else:
+        data = list(iter_jsonl(path))
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise UserError(f"{path}: item {index} is a {type(item).__name__}, expected an object.")
+    return data

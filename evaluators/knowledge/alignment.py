@@ -1,0 +1,41 @@
+"""Token-level Levenshtein distance and alignment: one C-backed implementation for every caller.
+
+The HMER evaluator (ExpRate family), the Error-Driven-Learning builder and the HMER rewards all use
+these two functions, so "one edit" means the same thing when building data, training and scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rapidfuzz.distance import Levenshtein
+
+__all__ = ["edit_distance", "edit_opcodes"]
+
+
+def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Levenshtein distance between two token sequences (unit costs for insert, delete, replace).
+
+    Example:
+
+    >>> edit_distance(["x", "^", "{", "2", "}"], ["x", "^", "{", "3", "}"])
+    1
+    >>> edit_distance([], ["a", "b"])
+    2
+    """
+    return Levenshtein.distance(list(reference), list(hypothesis))
+
+
+def edit_opcodes(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
+    """Minimal alignment as ``(tag, i1, i2, j1, j2)`` blocks, ``tag`` in equal/replace/insert/delete.
+
+    ``reference[i1:i2]`` becomes ``hypothesis[j1:j2]``; the non-equal blocks cost exactly
+    :func:`edit_distance` edits in total (a replace block of unequal sides counts max of the two).
+
+    Example:
+
+    >>> edit_opcodes(["a", "+", "b"], ["a", "-", "b", "c"])
+    [('equal', 0, 1, 0, 1), ('replace', 1, 2, 1, 2), ('equal', 2, 3, 2, 3), ('insert', 3, 3, 3, 4)]
+    """
+    ops = Levenshtein.opcodes(list(reference), list(hypothesis))
+    return [(op.tag, op.src_start, op.src_end, op.dest_start, op.dest_end) for op in ops]

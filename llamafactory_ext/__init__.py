@@ -1,0 +1,1 @@
+"""LLaMA-Factory plug-in: Uni-MuMER / UniFER dataset builders, validation and dataset_info registration."""

@@ -1,0 +1,29 @@
+"""Shared fixtures: the ../shared reference folder (skipped when absent) and the tiny Qwen2.5-VL model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_reference() -> Path:
+    """``../shared/reference`` beside the checkout; tests using it skip with a message when absent."""
+    ref = SHARED_DIR / "reference"
+    if not ref.is_dir():
+        pytest.skip(f"reference data not found at {ref} (only present in the project workspace, not in a user's clone)")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2.5-VL built once per test session by ``unitune tiny-model``."""
+    from llamafactory_ext.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny_qwen2_5_vl")
+    build_tiny_model(out)
+    return out

@@ -1,1 +1,29 @@
 """GRPO rewards for FER and HMER in TRL's reward-function layout, and the GRPO entry point."""
+
+from trl_grpo.rewards import (
+    TASK_FER,
+    TASK_HMER,
+    fer_accuracy_reward,
+    hmer_edit_score_reward,
+    hmer_exact_match_reward,
+    make_fer_accuracy_reward,
+    make_hmer_edit_score_reward,
+    make_hmer_exact_match_reward,
+    make_hmer_within_edits_reward,
+    think_answer_format_reward,
+    unifer_accuracy_reward,
+)
+
+__all__ = [
+    "TASK_FER",
+    "TASK_HMER",
+    "fer_accuracy_reward",
+    "hmer_edit_score_reward",
+    "hmer_exact_match_reward",
+    "make_fer_accuracy_reward",
+    "make_hmer_edit_score_reward",
+    "make_hmer_exact_match_reward",
+    "make_hmer_within_edits_reward",
+    "think_answer_format_reward",
+    "unifer_accuracy_reward",
+]

@@ -7,6 +7,7 @@ dataset is recognised.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -15,7 +16,9 @@ __all__ = [
     "DATASET_NAMES",
     "POOLED_LABEL_MAP",
     "STRICT_SYNONYMS",
+    "UNIFER_ANSWER_RE",
     "UNIFER_SYNONYMS",
+    "UNIFER_TOTAL_ANSWER_RE",
     "canonical_label",
     "detect_dataset",
 ]
@@ -76,6 +79,22 @@ UNIFER_SYNONYMS: MappingProxyType[str, dict[str, list[str]]] = MappingProxyType(
         },
     }
 )
+
+#: UniFER's rule-1 answer regex of each per-dataset evaluator. Three use ``\s*`` padding and IGNORECASE
+#: (no DOTALL: an answer spanning lines only matches when the line breaks sit next to the tags); the
+#: SFEW 2.0 evaluator alone uses case-sensitive tags with DOTALL and no padding. ``re.search`` takes the
+#: *first* span, not the last.
+UNIFER_ANSWER_RE: MappingProxyType[str, re.Pattern[str]] = MappingProxyType(
+    {
+        "rafdb": re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE),
+        "ferplus": re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE),
+        "affectnet": re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE),
+        "sfew": re.compile(r"<answer>(.*?)</answer>", re.DOTALL),
+    }
+)
+
+#: UniFER's pooled ("total") evaluator uses this regex for all four datasets, SFEW 2.0 included.
+UNIFER_TOTAL_ANSWER_RE: re.Pattern[str] = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE)
 
 #: The only synonyms the strict protocol accepts: the label-word pairs that FERBench itself mixes.
 STRICT_SYNONYMS: MappingProxyType[str, str] = MappingProxyType(

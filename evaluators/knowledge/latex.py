@@ -6,13 +6,16 @@ with no normalisation, and the Tree-CoT / Symbol-Counting targets put the LaTeX 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 __all__ = [
     "EXTRACT_MODES",
+    "LATEX_ALIASES",
     "count_symbols",
     "extract_latex",
     "format_counts",
+    "normalize_latex",
     "tokenize",
 ]
 
@@ -91,3 +94,105 @@ def format_counts(latex: str) -> str:
     'x: 2, ^: 1, 2: 1, +: 1'
     """
     return ", ".join(f"{tok}: {n}" for tok, n in count_symbols(latex))
+
+
+#: Spellings rewritten by :func:`normalize_latex` to the one the ``*_normalized`` test sets use.
+LATEX_ALIASES: dict[str, str] = {"\\le": "\\leq", "\\ge": "\\geq", "\\dots": "\\ldots"}
+
+# Commands whose bare (unbraced) arguments get explicit braces, with their number of arguments.
+_BRACED_ARGS = {"^": 1, "_": 1, "\\frac": 2, "\\sqrt": 1}
+
+_LATEX_TOKEN = re.compile(
+    r"(?P<env>\\(?:begin|end))\s*\{\s*(?P<name>[A-Za-z]+\*?)\s*\}"  # \begin{matrix} -> \begin {matrix}
+    r"|\\[A-Za-z]+"  # control word: \frac, \alpha
+    r"|\\[^A-Za-z\s]"  # control symbol: \{, \\, \,
+    r"|\\"  # lone backslash before whitespace or at the end
+    r"|\S"  # any other single character
+)
+
+
+def _lex_latex(latex: str) -> list[str]:
+    tokens: list[str] = []
+    for match in _LATEX_TOKEN.finditer(latex):
+        if match.group("env"):
+            tokens.append(match.group("env"))
+            tokens.append("{" + match.group("name") + "}")
+        else:
+            tokens.append(match.group(0))
+    return tokens
+
+
+def _group_end(tokens: list[str], start: int) -> tuple[int, bool]:
+    """For the ``{`` at ``tokens[start]``: index one past its matching ``}``, and whether it is closed.
+
+    An unbalanced group runs to the end of the tokens (``closed`` is then ``False``).
+    """
+    depth = 0
+    for index in range(start, len(tokens)):
+        if tokens[index] == "{":
+            depth += 1
+        elif tokens[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1, True
+    return len(tokens), False
+
+
+def _add_braces(tokens: list[str]) -> list[str]:
+    out: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        out.append(token)
+        index += 1
+        for _ in range(_BRACED_ARGS.get(token, 0)):
+            if token == "\\sqrt" and index < len(tokens) and tokens[index] == "[":
+                # optional root index: ``[ ... ]`` is kept, its content normalised
+                close = tokens.index("]", index) + 1 if "]" in tokens[index:] else len(tokens)
+                out.extend(_add_braces(tokens[index:close]))
+                index = close
+            if index >= len(tokens):
+                break
+            if tokens[index] == "{":
+                end, closed = _group_end(tokens, index)
+                out.append("{")
+                out.extend(_add_braces(tokens[index + 1 : end - 1 if closed else end]))
+                if closed:
+                    out.append("}")
+                index = end
+            else:
+                out.extend(["{", tokens[index], "}"])
+                index += 1
+    return out
+
+
+def normalize_latex(latex: str | None) -> str:
+    """Rewrite LaTeX to the conventions of Uni-MuMER's ``*_normalized`` test sets (``--normalize``).
+
+    Off by default in the evaluator (upstream does not normalise); when on, it is applied to both the
+    label and the prediction. The rules:
+
+    - re-tokenise: control words (``\\frac``), control symbols (``\\{``) and single characters, one
+      space between tokens, so ``x^2`` and ``x ^ 2`` or ``12`` and ``1 2`` compare equal;
+    - aliases: ``\\le`` -> ``\\leq``, ``\\ge`` -> ``\\geq``, ``\\dots`` -> ``\\ldots``;
+    - explicit braces around bare arguments of ``^``, ``_``, ``\\frac`` and ``\\sqrt``:
+      ``a_i`` -> ``a _ { i }``, ``\\frac12`` -> ``\\frac { 1 } { 2 }``;
+    - environments: ``\\begin{matrix}`` -> ``\\begin {matrix}`` (the name stays one token).
+
+    The result is a fixed point: normalising it again changes nothing. ``None`` gives ``""``.
+
+    Example:
+
+    >>> normalize_latex("a_i \\\\le b^2")
+    'a _ { i } \\\\leq b ^ { 2 }'
+    >>> normalize_latex("\\\\begin{matrix} 1 & x_{12} \\\\end{matrix}")
+    '\\\\begin {matrix} 1 & x _ { 1 2 } \\\\end {matrix}'
+    >>> normalize_latex("\\\\sqrt[3]x + \\\\frac12 \\\\dots")
+    '\\\\sqrt [ 3 ] { x } + \\\\frac { 1 } { 2 } \\\\ldots'
+    >>> normalize_latex("\\\\frac { a } { b }")
+    '\\\\frac { a } { b }'
+    """
+    if not isinstance(latex, str):
+        return ""
+    tokens = [LATEX_ALIASES.get(token, token) for token in _lex_latex(latex)]
+    return " ".join(_add_braces(tokens))

@@ -1,0 +1,57 @@
+# unitune: the two set-up commands are `make demo` and `make test` (both install first).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.unitune-installed
+MODEL  ?=
+CONFIG ?= evaluators/suites/all.yaml
+OUT    ?= eval_out
+ARGS   ?=
+
+.PHONY: help install test lint format demo grpo-fer eval-all constraints clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+install: $(STAMP)  ## create .venv with unitune[train,dev] (pinned by constraints.txt); instant when done
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"unitune needs Python >= 3.11, found {sys.version}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[train,dev]'
+	@touch $(STAMP)
+	@echo "installed into $(VENV) ($$(du -sh $(VENV) | cut -f1))"
+
+lint: install  ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install lint  ## lint, then the whole test suite with doctests (slow end-to-end tests included)
+	$(BIN)/pytest
+
+demo: install  ## the main job end to end on built-in synthetic data (CPU, offline, tiny model)
+	$(BIN)/unitune demo
+
+grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml); CPU smoke run: make grpo-fer ARGS=--smoke
+	$(BIN)/python -m trl_grpo.train --config recipes/unifer_grpo.yaml $(ARGS)
+
+eval-all: install  ## infer + evaluate every dataset of a suite: make eval-all MODEL=path [CONFIG=...] [OUT=...]
+	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=$(OUT)]"; exit 2; }
+	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) --out-dir $(OUT) $(ARGS)
+
+constraints: install  ## re-pin constraints.txt from the current .venv
+	@{ echo "# Resolved, tested set for unitune[train,dev] on CPython 3.11 (Linux x86_64). Regenerate: make constraints"; \
+	   $(BIN)/pip freeze --exclude-editable | grep -vi '^unitune'; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache .hypothesis demo_out eval_out
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,99 @@
+"""Score FERBench results files with UniFER's exact protocol and/or the strict one.
+
+Each FILE is a results file: UniFER QA records plus ``model_response`` (and ``"error": true`` for failed
+inference). The dataset is detected from ``candidate_labels`` (order included); --dataset overrides.
+
+Outputs in --out-dir, with <stem> = the file name without ``.json`` and a trailing ``_results``:
+  <stem>_metrics.json          one protocol: UniFER's schema + counts, protocol, dataset, labels
+  <stem>_<protocol>_metrics.json   with --protocol both: one file per protocol (same schema)
+  <stem>_samples.jsonl         per item: true label, <protocol>_pred and <protocol>_rule
+  total_metrics.json           with --total (total_<protocol>_metrics.json with both)
+  *_confusion.png              with --plots, next to each metrics file
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from evaluators.errors import UserError
+from evaluators.fer.evaluate import ProtocolScore, load_results, results_stem, score_file, score_total
+from evaluators.fer.report import (
+    DATASET_TITLES,
+    build_metrics_json,
+    format_comparison,
+    format_report,
+    sample_records,
+)
+from evaluators.io_utils import atomic_write_json, write_jsonl_atomic
+from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``unitune eval fer``'s options on ``parser``."""
+    parser.add_argument("files", nargs="+", metavar="FILE", help="results JSON/JSONL files")
+    parser.add_argument(
+        "--protocol",
+        choices=("strict", "unifer", "both"),
+        default="strict",
+        help="strict (default): last <answer> only, exact candidate; unifer: UniFER's evaluator, quirks included",
+    )
+    parser.add_argument("--total", action="store_true", help="also pool the files as UniFER's eval_total")
+    parser.add_argument("--dataset", choices=sorted(CANDIDATE_LABELS), help="force the dataset of every FILE")
+    parser.add_argument("--plots", action="store_true", help="write confusion-matrix PNGs")
+    parser.add_argument("--out-dir", required=True, type=Path, help="folder for the outputs")
+
+
+def _write(out_dir: Path, stem: str, score: ProtocolScore, source, both: bool, plots: bool) -> Path:
+    name = f"{stem}_{score.protocol}" if both else stem
+    path = atomic_write_json(out_dir / f"{name}_metrics.json", build_metrics_json(score, source))
+    if plots:
+        from evaluators.fer.plots import plot_confusion_matrix
+
+        title = f"{DATASET_TITLES.get(score.dataset, score.dataset)} · {score.protocol}"
+        plot_confusion_matrix(
+            score.metrics["confusion_matrix"], score.labels, out_dir / f"{name}_confusion.png", title
+        )
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``unitune eval fer``; returns the exit status (0)."""
+    protocols = ("unifer", "strict") if args.protocol == "both" else (args.protocol,)
+    both = len(protocols) > 1
+    if args.total and args.dataset and len(args.files) > 1:
+        raise UserError("--total with --dataset would pool several files as one dataset; drop --dataset.")
+    stems = [results_stem(f) for f in args.files]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise UserError(f"several FILEs share the output stem {duplicates}; rename them or run them apart.")
+    if args.total and "total" in stems:
+        raise UserError("a FILE named total(_results).json would clash with --total's total_metrics.json.")
+    loaded_files = [load_results(f, args.dataset) for f in args.files]
+    out_dir: Path = args.out_dir
+    summary: list[tuple[str, ProtocolScore]] = []
+    for stem, loaded in zip(stems, loaded_files, strict=True):
+        scores = [score_file(loaded, p) for p in protocols]
+        for score in scores:
+            path = _write(out_dir, stem, score, loaded.source, both, args.plots)
+            logger.info("wrote %s", path)
+            sys.stdout.write(format_report(score, stem) + "\n\n")
+            summary.append((stem, score))
+        samples = write_jsonl_atomic(out_dir / f"{stem}_samples.jsonl", sample_records(loaded, scores))
+        logger.info("wrote %s", samples)
+    if args.total:
+        sources = [f.source for f in loaded_files]
+        for protocol in protocols:
+            score = score_total(loaded_files, protocol)
+            path = _write(out_dir, "total", score, sources, both, args.plots)
+            logger.info("wrote %s", path)
+            sys.stdout.write(format_report(score, "total") + "\n\n")
+            summary.append(("total", score))
+    sys.stdout.write(format_comparison(summary) + "\n")
+    return 0

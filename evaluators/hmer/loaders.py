@@ -1,0 +1,215 @@
+"""Read HMER predictions from the three formats unitune meets into one list of samples.
+
+- ``upstream``: Uni-MuMER's prediction JSON, a list of ``{"gt", "pred", "image_path", "img_id"}``
+  (the ``backup__*.json`` runs add ``raw_gt``/``raw_pred``/``distance``; ``gt`` vs ``pred`` is scored).
+- ``llamafactory``: LLaMA-Factory's ``generated_predictions.jsonl``, ``{"prompt", "predict", "label"}``.
+- ``inference``: ``unitune infer`` JSONL, ``{"id", "pred", "gt", "sample_index"}``; with several samples
+  per id only ``sample_index`` 0 is scored (the greedy/first sample), and the loader says so.
+
+The format is detected from the first record unless given. User mistakes raise
+:class:`~evaluators.errors.UserError` naming the file and the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluators.errors import UserError
+from evaluators.io_utils import read_records
+
+__all__ = ["FORMATS", "HmerSample", "LoadedPredictions", "detect_format", "load_predictions", "output_stem"]
+
+logger = logging.getLogger(__name__)
+
+#: Accepted values of ``load_predictions(fmt=...)`` (and of ``unitune eval hmer --format``).
+FORMATS = ("auto", "upstream", "llamafactory", "inference")
+
+# format -> (gt key, pred key, id key or None for the record index)
+_KEYS = {
+    "upstream": ("gt", "pred", "img_id"),
+    "llamafactory": ("label", "predict", None),
+    "inference": ("gt", "pred", "id"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HmerSample:
+    """One scored pair: ``id``, the label ``gt`` and the model output ``pred`` (raw text, ``""`` if missing)."""
+
+    id: str
+    gt: str
+    pred: str
+
+
+@dataclass
+class LoadedPredictions:
+    """The samples of one file, with its detected format and counts of tolerated problems."""
+
+    path: Path
+    format: str
+    samples: list[HmerSample]
+    warnings: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def detect_format(record: dict) -> str:
+    """Guess the format of a file from its first record.
+
+    Example:
+
+    >>> detect_format({"prompt": "p", "predict": "x", "label": "x"})
+    'llamafactory'
+    >>> detect_format({"id": "a", "pred": "x", "gt": "x", "sample_index": 0})
+    'inference'
+    >>> detect_format({"gt": "x", "pred": "x", "img_id": "a"})
+    'upstream'
+    """
+    if "predict" in record or "label" in record:
+        return "llamafactory"
+    if "sample_index" in record:
+        return "inference"
+    return "upstream"
+
+
+def output_stem(path: str | os.PathLike) -> str:
+    """Upstream's name for a file's outputs: no ``.json``/``.jsonl``, no trailing ``_pred``.
+
+    Example:
+
+    >>> output_stem("results/crohme_2014_pred.json")
+    'crohme_2014'
+    >>> output_stem("backup__N2.json")
+    'backup__N2'
+    >>> output_stem("out/generated_predictions.jsonl")
+    'generated_predictions'
+    """
+    name = Path(path).name
+    for suffix in (".jsonl", ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.removesuffix("_pred") or name
+
+
+def _describe_keys(record: dict) -> str:
+    return ", ".join(repr(k) for k in list(record)[:8]) or "none"
+
+
+def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredictions:
+    """Load one prediction file.
+
+    Args:
+        path (`str` or `os.PathLike`): a JSON list or JSONL file.
+        fmt (`str`, defaults to ``"auto"``): one of :data:`FORMATS`.
+
+    Returns:
+        :class:`LoadedPredictions`. ``warnings`` counts ``null_pred`` / ``non_string_pred`` (scored as
+        empty predictions), ``duplicate_ids`` and, for inference files, ``extra_samples_skipped``.
+
+    Raises:
+        UserError: missing file, malformed JSON, empty file, a record without its label/prediction key,
+            or a label that is not a string.
+
+    Example:
+
+    >>> import json, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x_pred.json"
+    >>> _ = p.write_text(json.dumps([{"gt": "a + b", "pred": None, "img_id": "1"}]))
+    >>> loaded = load_predictions(p)
+    >>> loaded.format, loaded.samples[0], loaded.warnings
+    ('upstream', HmerSample(id='1', gt='a + b', pred=''), {'null_pred': 1})
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    path = Path(path)
+    records = read_records(path)
+    if not records:
+        raise UserError(f"{path}: no samples (the file is empty); there is nothing to evaluate.")
+    if fmt == "auto":
+        fmt = detect_format(records[0])
+    gt_key, pred_key, id_key = _KEYS[fmt]
+    warnings: Counter[str] = Counter()
+    notes: list[str] = []
+
+    if fmt == "inference":
+        indexed, skipped, missing_first, repeated = _first_samples(path, records)
+        if repeated:
+            warnings["duplicate_ids"] = repeated
+            notes.append(f"{path}: {repeated} records repeat an (id, sample_index) pair; the first is scored.")
+        if skipped:
+            warnings["extra_samples_skipped"] = skipped
+            notes.append(
+                f"{path}: several samples per id; scoring sample_index 0 only "
+                f"({len(indexed)} ids scored, {skipped} extra samples skipped)."
+            )
+        if missing_first:
+            warnings["ids_without_sample_0"] = missing_first
+            notes.append(f"{path}: {missing_first} ids have no sample_index 0; their lowest index is scored.")
+
+    else:
+        indexed = list(enumerate(records))
+
+    samples: list[HmerSample] = []
+    for index, record in indexed:
+        for key in (gt_key, pred_key):
+            if key not in record:
+                raise UserError(
+                    f"{path}: record {index} has no {key!r} key (its keys: {_describe_keys(record)}); "
+                    f"a {fmt} file needs {gt_key!r} and {pred_key!r}."
+                )
+        gt = record[gt_key]
+        if not isinstance(gt, str):
+            raise UserError(
+                f"{path}: record {index} has a {type(gt).__name__} {gt_key!r}, expected the LaTeX label string."
+            )
+        pred = record[pred_key]
+        if pred is None:
+            warnings["null_pred"] += 1
+            pred = ""
+        elif not isinstance(pred, str):
+            warnings["non_string_pred"] += 1
+            pred = ""
+        sample_id = record.get(id_key) if id_key else None
+        samples.append(HmerSample(id=str(index if sample_id is None else sample_id), gt=gt, pred=pred))
+
+    duplicates = sum(n - 1 for n in Counter(s.id for s in samples).values() if n > 1)
+    if duplicates and fmt != "inference":
+        warnings["duplicate_ids"] = duplicates
+        notes.append(f"{path}: {duplicates} duplicate ids; every record is still scored.")
+    bad_preds = warnings["null_pred"] + warnings["non_string_pred"]
+    if bad_preds:
+        notes.append(f"{path}: {bad_preds} null or non-string predictions scored as empty.")
+    for note in notes:
+        logger.warning("%s", note)
+    return LoadedPredictions(path=path, format=fmt, samples=samples, warnings=dict(+warnings), notes=notes)
+
+
+def _first_samples(path: Path, records: list[dict]) -> tuple[list[tuple[int, dict]], int, int, int]:
+    """Keep, per id, the record with the lowest ``sample_index`` (0 normally), in file order.
+
+    Returns the kept ``(index, record)`` pairs, the number of extra samples skipped, the number of ids
+    without a sample 0, and the number of records repeating an ``(id, sample_index)`` pair.
+    """
+    best: dict[object, tuple[int, int, dict]] = {}
+    pairs: Counter[tuple[object, int]] = Counter()
+    for index, record in enumerate(records):
+        if "id" not in record:
+            raise UserError(
+                f"{path}: record {index} has no 'id' key (its keys: {_describe_keys(record)}); "
+                "an inference file needs 'id', 'gt', 'pred' and 'sample_index'."
+            )
+        sample_index = record.get("sample_index", 0)
+        if not isinstance(sample_index, int) or isinstance(sample_index, bool):
+            raise UserError(f"{path}: record {index} has sample_index {sample_index!r}, expected an integer.")
+        key = record["id"] if isinstance(record["id"], (str, int)) else str(record["id"])
+        pairs[(key, sample_index)] += 1
+        if key not in best or sample_index < best[key][0]:
+            best[key] = (sample_index, index, record)
+    kept = sorted(((index, record) for _, index, record in best.values()), key=lambda item: item[0])
+    missing_first = sum(1 for sample_index, _, _ in best.values() if sample_index != 0)
+    repeated = sum(n - 1 for n in pairs.values())
+    return kept, len(records) - len(kept) - repeated, missing_first, repeated

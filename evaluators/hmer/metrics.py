@@ -1,0 +1,358 @@
+"""Per-sample scoring and aggregate metrics for HMER, with upstream Uni-MuMER's exact definitions.
+
+Tokens are whitespace-split LaTeX (:func:`evaluators.knowledge.latex.tokenize`). Every sample is aligned
+once (:func:`align`, C-backed via :mod:`evaluators.knowledge.alignment`) and every metric reads that
+alignment's distance ``d``:
+
+- ``exprate`` = % of samples with ``d == 0``; ``error_le_k`` = % with ``d <= k`` for k = 1, 2, 3.
+- ``mean_edit_score`` = mean of ``(1 - d / max(len(gt), len(pred))) * 100``; 100 when both are empty,
+  0 when exactly one is.
+- ``bleu4`` = NLTK corpus BLEU (weights ``(0.25,) * 4``, ``SmoothingFunction().method4``) x 100,
+  references ``[[gt_tokens]]``; :func:`bleu4` reproduces ``nltk.translate.bleu_score.corpus_bleu`` exactly
+  (tested with ``==``) but counts n-grams only where prediction and label differ.
+- ``token_edits_per_gt_char`` = sum of token distances / sum of ``len(gt)`` in characters: what upstream
+  prints as "Character Error Rate". It mixes units, so it keeps that label only in the upstream text file.
+- ``cer`` = a true character error rate: character Levenshtein distance / label characters, whitespace
+  removed on both sides (spaces in Uni-MuMER labels are tokenisation, not content).
+- ``token_error_rate`` = sum of token distances / sum of label tokens (a WER over LaTeX tokens).
+
+All percentages are in [0, 100]; nothing is rounded here (upstream's rounding lives in
+:mod:`evaluators.hmer.upstream_report`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from nltk.translate.bleu_score import SmoothingFunction, brevity_penalty, corpus_bleu
+from rapidfuzz.distance import Levenshtein
+
+from evaluators.errors import UserError
+from evaluators.hmer.loaders import HmerSample
+from evaluators.knowledge.alignment import edit_opcodes
+from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, normalize_latex, tokenize
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "THRESHOLDS",
+    "Alignment",
+    "HmerResult",
+    "align",
+    "bleu4",
+    "bleu4_nltk",
+    "char_error_rate",
+    "edit_score",
+    "evaluate_samples",
+    "mean_edit_score",
+    "prepare_texts",
+    "threshold_counts",
+    "token_edits_per_gt_char",
+    "token_error_rate",
+]
+
+#: Edit-distance thresholds upstream reports (0 = ExpRate).
+THRESHOLDS = (0, 1, 2, 3)
+
+#: Direction of every metric in ``HmerResult.metrics``.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "exprate": True,
+    "error_le_1": True,
+    "error_le_2": True,
+    "error_le_3": True,
+    "mean_edit_score": True,
+    "bleu4": True,
+    "token_edits_per_gt_char": False,
+    "token_error_rate": False,
+    "cer": False,
+}
+
+_BLEU_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """A sample's minimal token alignment: ``distance`` and its non-equal opcode blocks.
+
+    ``ops`` holds ``(tag, i1, i2, j1, j2)`` with ``tag`` in replace/insert/delete: ``gt[i1:i2]`` became
+    ``pred[j1:j2]``. Exact matches have ``distance == 0`` and no ops.
+    """
+
+    distance: int
+    ops: tuple[tuple[str, int, int, int, int], ...] = ()
+
+
+_EXACT = Alignment(0, ())
+
+
+def align(gt_tokens: Sequence[str], pred_tokens: Sequence[str]) -> Alignment:
+    """Align a label and a prediction once; the distance is the cost of the returned ops.
+
+    Example:
+
+    >>> align(["x", "^", "{", "2", "}"], ["x", "^", "{", "3", "}"])
+    Alignment(distance=1, ops=(('replace', 3, 4, 3, 4),))
+    >>> align(["a"], ["a"]).distance, align([], ["a", "b"]).distance
+    (0, 2)
+    """
+    if gt_tokens == pred_tokens:
+        return _EXACT
+    ops = tuple(op for op in edit_opcodes(gt_tokens, pred_tokens) if op[0] != "equal")
+    return Alignment(sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops), ops)
+
+
+def edit_score(distance: int, gt_len: int, pred_len: int) -> float:
+    """Upstream's per-sample edit score in percent.
+
+    Example:
+
+    >>> edit_score(1, 4, 5)
+    80.0
+    >>> edit_score(0, 0, 0), edit_score(3, 0, 3), edit_score(2, 2, 0)
+    (100.0, 0.0, 0.0)
+    """
+    if not gt_len and not pred_len:
+        return 100.0
+    if not gt_len or not pred_len:
+        return 0.0
+    return (1 - distance / max(gt_len, pred_len)) * 100
+
+
+def mean_edit_score(distances: Sequence[int], gt_lens: Sequence[int], pred_lens: Sequence[int]) -> float:
+    """Mean of :func:`edit_score` over samples, summed in order like upstream (bit-identical float).
+
+    Example:
+
+    >>> mean_edit_score([0, 1], [2, 4], [2, 5])
+    90.0
+    """
+    scores = [edit_score(d, g, p) for d, g, p in zip(distances, gt_lens, pred_lens, strict=True)]
+    return sum(scores) / len(scores)
+
+
+def threshold_counts(distances: Sequence[int], thresholds: Sequence[int] = THRESHOLDS) -> dict[int, int]:
+    """Number of samples with ``distance <= k`` for each ``k``.
+
+    Example:
+
+    >>> threshold_counts([0, 0, 1, 3, 7])
+    {0: 2, 1: 3, 2: 3, 3: 4}
+    """
+    histogram = Counter(distances)
+    return {k: sum(n for d, n in histogram.items() if d <= k) for k in thresholds}
+
+
+def token_edits_per_gt_char(distances: Sequence[int], gt_texts: Sequence[str]) -> float:
+    """Upstream's "Character Error Rate": token distances over label *characters* (0 if no characters).
+
+    Example:
+
+    >>> token_edits_per_gt_char([1, 0], ["a + b", "c"])  # 1 token edit / 6 characters
+    0.16666666666666666
+    """
+    total_length = sum(len(text) for text in gt_texts)
+    return sum(distances) / total_length if total_length > 0 else 0.0
+
+
+def token_error_rate(distances: Sequence[int], gt_lens: Sequence[int]) -> float:
+    """Token distances over label tokens, a WER over LaTeX tokens (0 if the labels are all empty).
+
+    Example:
+
+    >>> token_error_rate([1, 0], [3, 1])
+    0.25
+    """
+    total = sum(gt_lens)
+    return sum(distances) / total if total > 0 else 0.0
+
+
+def char_error_rate(
+    gt_texts: Sequence[str], pred_texts: Sequence[str], distances: Sequence[int] | None = None
+) -> float:
+    """True character error rate, whitespace removed on both sides (0 if the labels have no characters).
+
+    ``distances`` (token distances), when given, skip the character alignment of exact matches.
+
+    Example:
+
+    >>> char_error_rate(["\\\\alpha + 1", "x"], ["\\\\alpha + 7", "x"])  # 1 edit / (8 + 1) characters
+    0.1111111111111111
+    """
+    edits = 0
+    length = 0
+    for index, (gt, pred) in enumerate(zip(gt_texts, pred_texts, strict=True)):
+        gt_chars = "".join(gt.split())
+        length += len(gt_chars)
+        if distances is not None and distances[index] == 0:
+            continue
+        edits += Levenshtein.distance(gt_chars, "".join(pred.split()))
+    return edits / length if length > 0 else 0.0
+
+
+def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU-4 x 100 exactly as ``nltk`` computes it for upstream, one reference per sample.
+
+    Same modified n-gram precision counts (denominator at least 1 per sample and order), brevity
+    penalty and ``SmoothingFunction().method4`` as ``corpus_bleu(..., weights=(0.25,) * 4)``; exact
+    matches are counted in closed form, which is what makes it fast.
+
+    Example:
+
+    >>> refs = [["a", "b", "c", "d"], ["x", "y"]]
+    >>> hyps = [["a", "b", "c", "d"], ["x", "z"]]
+    >>> round(bleu4(refs, hyps), 6) == round(bleu4_nltk(refs, hyps), 6)
+    True
+    >>> bleu4([["a"]], [["b"]])
+    0.0
+    """
+    numerators = [0, 0, 0, 0, 0]
+    denominators = [0, 0, 0, 0, 0]
+    hyp_total = ref_total = 0
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        hyp_len = len(hyp)
+        hyp_total += hyp_len
+        ref_total += len(ref)
+        if ref == hyp:
+            for n in (1, 2, 3, 4):
+                numerators[n] += max(0, hyp_len - n + 1)
+                denominators[n] += max(1, hyp_len - n + 1)
+            continue
+        for n in (1, 2, 3, 4):
+            if hyp_len < n:
+                denominators[n] += 1  # nltk: max(1, 0); numerator 0
+                continue
+            denominators[n] += hyp_len - n + 1
+            if n == 1:
+                hyp_counts = Counter(hyp)
+                ref_counts = Counter(ref)
+            else:
+                hyp_counts = Counter(zip(*(hyp[i:] for i in range(n)), strict=False))
+                ref_counts = Counter(zip(*(ref[i:] for i in range(n)), strict=False)) if len(ref) >= n else Counter()
+            numerators[n] += sum(min(count, ref_counts[gram]) for gram, count in hyp_counts.items())
+    if numerators[1] == 0:
+        return 0.0
+    p_n = [Fraction(numerators[n], denominators[n], _normalize=False) for n in (1, 2, 3, 4)]
+    p_n = SmoothingFunction().method4(p_n, references=None, hypothesis=hypotheses[-1], hyp_len=hyp_total)
+    log_sum = math.fsum(w * math.log(p) for w, p in zip(_BLEU_WEIGHTS, p_n, strict=True) if p > 0)
+    return brevity_penalty(ref_total, hyp_total) * math.exp(log_sum) * 100
+
+
+def bleu4_nltk(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
+    """Upstream's call, verbatim: ``corpus_bleu([[ref]...], hyps, (0.25,)*4, method4) * 100`` (slow, reference).
+
+    Example:
+
+    >>> round(bleu4_nltk([["a", "b", "c", "d"]], [["a", "b", "c", "d"]]), 6)
+    100.0
+    """
+    score = corpus_bleu(
+        [[list(ref)] for ref in references],
+        [list(hyp) for hyp in hypotheses],
+        weights=_BLEU_WEIGHTS,
+        smoothing_function=SmoothingFunction().method4,
+    )
+    return score * 100
+
+
+def prepare_texts(
+    samples: Sequence[HmerSample], extract: str = "raw", normalize: bool = False
+) -> tuple[list[str], list[str]]:
+    """The label and prediction texts that get scored.
+
+    ``extract="raw"`` (upstream, the default) keeps the label untouched and only strips the prediction;
+    ``"last-line"``/``"auto"`` take the LaTeX line of chain-of-thought outputs, on both sides (a
+    LLaMA-Factory label of a CoT set ends with the LaTeX line too). ``normalize`` applies
+    :func:`~evaluators.knowledge.latex.normalize_latex` to both sides, after extraction.
+
+    Example:
+
+    >>> s = HmerSample(id="0", gt="x: 1\\nx ^ 2", pred="x: 1\\nx^{2}")
+    >>> prepare_texts([s], extract="last-line", normalize=True)
+    (['x ^ { 2 }'], ['x ^ { 2 }'])
+    """
+    if extract not in EXTRACT_MODES:
+        raise UserError(f"--extract must be one of {', '.join(EXTRACT_MODES)}, got {extract!r}.")
+    if extract == "raw":
+        gts = [s.gt for s in samples]
+    else:
+        gts = [extract_latex(s.gt, extract) for s in samples]
+    preds = [extract_latex(s.pred, extract) for s in samples]
+    if normalize:
+        gts = [normalize_latex(t) for t in gts]
+        preds = [normalize_latex(t) for t in preds]
+    return gts, preds
+
+
+@dataclass
+class HmerResult:
+    """Everything one evaluation computed; ``metrics`` holds the unrounded aggregate values."""
+
+    n: int
+    metrics: dict[str, float]
+    counts: dict[int, int]
+    ids: list[str]
+    gts: list[str]
+    preds: list[str]
+    gt_tokens: list[list[str]]
+    pred_tokens: list[list[str]]
+    alignments: list[Alignment]
+    config: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def distances(self) -> list[int]:
+        """Token edit distance of every sample, in input order."""
+        return [a.distance for a in self.alignments]
+
+
+def evaluate_samples(samples: Sequence[HmerSample], extract: str = "raw", normalize: bool = False) -> HmerResult:
+    """Score samples: one alignment each, then every aggregate metric from those alignments.
+
+    Raises:
+        UserError: no samples.
+
+    Example:
+
+    >>> samples = [HmerSample("a", "x + 1", "x + 1"), HmerSample("b", "\\\\frac { a } { b }", "\\\\frac { a } { 6 }")]
+    >>> result = evaluate_samples(samples)
+    >>> result.n, result.counts, result.metrics["exprate"], result.distances
+    (2, {0: 1, 1: 2, 2: 2, 3: 2}, 50.0, [0, 1])
+    >>> round(result.metrics["mean_edit_score"], 4)
+    92.8571
+    """
+    if not samples:
+        raise UserError("no samples to evaluate; an evaluation needs at least one.")
+    gts, preds = prepare_texts(samples, extract, normalize)
+    gt_tokens = [tokenize(t) for t in gts]
+    pred_tokens = [tokenize(t) for t in preds]
+    alignments = [align(g, p) for g, p in zip(gt_tokens, pred_tokens, strict=True)]
+    distances = [a.distance for a in alignments]
+    gt_lens = [len(t) for t in gt_tokens]
+    pred_lens = [len(t) for t in pred_tokens]
+    n = len(samples)
+    counts = threshold_counts(distances)
+    metrics: dict[str, float] = {
+        "exprate": (counts[0] / n) * 100,
+        "error_le_1": (counts[1] / n) * 100,
+        "error_le_2": (counts[2] / n) * 100,
+        "error_le_3": (counts[3] / n) * 100,
+        "mean_edit_score": mean_edit_score(distances, gt_lens, pred_lens),
+        "bleu4": bleu4(gt_tokens, pred_tokens),
+        "token_edits_per_gt_char": token_edits_per_gt_char(distances, gts),
+        "token_error_rate": token_error_rate(distances, gt_lens),
+        "cer": char_error_rate(gts, preds, distances),
+    }
+    return HmerResult(
+        n=n,
+        metrics=metrics,
+        counts=counts,
+        ids=[s.id for s in samples],
+        gts=gts,
+        preds=preds,
+        gt_tokens=gt_tokens,
+        pred_tokens=pred_tokens,
+        alignments=alignments,
+        config={"extract": extract, "normalize": normalize},
+    )

@@ -1,0 +1,203 @@
+"""Add or update entries of LLaMA-Factory's ``dataset_info.json``, refusing keys LLaMA-Factory would ignore.
+
+LLaMA-Factory reads each entry with ``dict.get`` and silently ignores unknown keys: a misspelt ``"tag"``
+instead of ``"tags"`` trains on the default ``conversations``/``from``/``value`` layout without a word.
+:func:`check_entry` rejects every key, column and tag that LLaMA-Factory 0.9.5 does not read.
+Writes are atomic and serialised with an advisory lock on the folder, so concurrent builds do not lose
+each other's entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from evaluators.errors import UserError
+from evaluators.io_utils import atomic_write_json
+
+__all__ = [
+    "DATASET_INFO",
+    "ENTRY_COLUMNS",
+    "ENTRY_KEYS",
+    "ENTRY_TAGS",
+    "check_entry",
+    "load_dataset_info",
+    "lookup_dataset",
+    "register_dataset",
+    "sharegpt_entry",
+]
+
+DATASET_INFO = "dataset_info.json"
+#: Top-level keys LLaMA-Factory 0.9.5 reads (``llamafactory/data/parser.py``).
+ENTRY_KEYS = frozenset(
+    ["hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "file_name", "formatting",
+     "ranking", "subset", "split", "folder", "num_samples", "columns", "tags"]
+)
+ENTRY_COLUMNS = frozenset(
+    ["prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios",
+     "chosen", "rejected", "kto_tag"]
+)
+ENTRY_TAGS = frozenset(
+    ["role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag"]
+)
+_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "file_name")
+
+
+def sharegpt_entry(file_name: str) -> dict[str, Any]:
+    """The entry of a one-image sharegpt file (LLaMA-Factory's ``mllm_demo`` layout).
+
+    Example:
+
+    >>> sharegpt_entry("crohme_train_tree.json")["tags"]["assistant_tag"]
+    'gpt'
+    """
+    return {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "images": "images"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+    }
+
+
+def _unknown(kind: str, name: str, keys: Any, allowed: frozenset[str]) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"dataset {name!r}: unknown {kind} {key!r}, which LLaMA-Factory would silently ignore{hint} "
+                f"(allowed: {', '.join(sorted(allowed))})."
+            )
+
+
+def check_entry(name: str, entry: Any) -> None:
+    """Raise :class:`UserError` unless ``entry`` is a dataset_info entry LLaMA-Factory reads fully.
+
+    Example:
+
+    >>> check_entry("ok", sharegpt_entry("a.json"))
+    >>> check_entry("bad", {"file_name": "a.json", "formatting": "sharegpt", "tag": {}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: dataset 'bad': unknown key 'tag', which LLaMA-Factory would silently ignore; did you mean 'tags'? (allowed: ...)
+    """
+    if not isinstance(name, str) or not name:
+        raise UserError(f"dataset name must be a non-empty string, got {name!r}.")
+    if not isinstance(entry, dict):
+        raise UserError(f"dataset {name!r}: entry is a {type(entry).__name__}, expected an object.")
+    _unknown("key", name, entry, ENTRY_KEYS)
+    if not any(source in entry for source in _SOURCES):
+        raise UserError(f"dataset {name!r}: entry needs one of {', '.join(_SOURCES)}.")
+    if entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt", "openai"):
+        raise UserError(f"dataset {name!r}: formatting must be alpaca, sharegpt or openai, got {entry['formatting']!r}.")
+    for section, allowed, kind in (("columns", ENTRY_COLUMNS, "column"), ("tags", ENTRY_TAGS, "tag")):
+        if section in entry:
+            if not isinstance(entry[section], dict):
+                raise UserError(f"dataset {name!r}: `{section}` must be an object.")
+            _unknown(kind, name, entry[section], allowed)
+            for key, value in entry[section].items():
+                if not isinstance(value, str):
+                    raise UserError(f"dataset {name!r}: {kind} {key!r} must be a string, got {value!r}.")
+
+
+def load_dataset_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``dataset_dir/dataset_info.json`` (``{}`` when absent).
+
+    Raises:
+        UserError: the file is not a JSON object.
+    """
+    path = Path(dataset_dir) / DATASET_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object of datasets, got {type(info).__name__}.")
+    return info
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _relative_file_name(file_path: str | os.PathLike, dataset_dir: Path) -> str:
+    path = Path(file_path).resolve()
+    try:
+        return path.relative_to(dataset_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def register_dataset(
+    name: str,
+    file_path: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike = "dataset_info",
+    entry: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Add or replace the entry ``name`` in ``dataset_dir/dataset_info.json``, atomically and under a lock.
+
+    Args:
+        name (`str`): the dataset name used in LLaMA-Factory recipes (``dataset: name``).
+        file_path (`str` or `os.PathLike`, *optional*): the data file; stored relative to ``dataset_dir``
+            when it lies inside it, else absolute. Builds :func:`sharegpt_entry` when ``entry`` is not given.
+        dataset_dir (`str` or `os.PathLike`, defaults to ``"dataset_info"``): the folder of dataset_info.json.
+        entry (`dict`, *optional*): a full entry instead (checked by :func:`check_entry`).
+
+    Returns:
+        `dict`: the entry written. Other entries and their order are kept.
+
+    Example:
+
+    >>> import tempfile, json, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> register_dataset("crohme_train_tree", d / "crohme_train_tree.json", d)["file_name"]
+    'crohme_train_tree.json'
+    >>> list(json.loads((d / "dataset_info.json").read_text()))
+    ['crohme_train_tree']
+    """
+    if entry is None:
+        if file_path is None:
+            raise ValueError("pass `file_path` or `entry`")
+        dataset_dir = Path(dataset_dir)
+        entry = sharegpt_entry(_relative_file_name(file_path, dataset_dir))
+    check_entry(name, entry)
+    folder = Path(dataset_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        info = load_dataset_info(folder)
+        info[name] = entry
+        atomic_write_json(folder / DATASET_INFO, info)
+    return entry
+
+
+def lookup_dataset(name: str, dataset_dir: str | os.PathLike = "dataset_info") -> tuple[dict[str, Any], Path]:
+    """The checked entry of ``name`` and the path of its local file.
+
+    Raises:
+        UserError: no such dataset, a bad entry, or an entry without a local ``file_name``.
+    """
+    info = load_dataset_info(dataset_dir)
+    if name not in info:
+        close = difflib.get_close_matches(name, list(info), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"no dataset {name!r} in {Path(dataset_dir) / DATASET_INFO}{hint}")
+    entry = info[name]
+    check_entry(name, entry)
+    if "file_name" not in entry:
+        raise UserError(f"dataset {name!r} is not a local file (no `file_name`); only local files can be checked.")
+    return entry, Path(dataset_dir) / entry["file_name"]

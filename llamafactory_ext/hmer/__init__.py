@@ -1,0 +1,1 @@
+"""HMER multitask data (Uni-MuMER): vanilla, Tree-CoT, Symbol Counting and Error-Driven-Learning builders."""

@@ -1,0 +1,239 @@
+"""Read HMER (image, LaTeX) samples from sharegpt JSON, JSONL, flat prediction files or CROHME ``caption.txt``.
+
+Accepted inputs (detected from the path):
+
+- a **sharegpt** JSON list (or JSONL, one record a line) as upstream uses it:
+  ``{"images": [path], "messages": [{"from": "human", "value": "<image>…"}, {"from": "gpt", "value": LaTeX}]}``;
+  ``role``/``content`` keys (``user``/``assistant``) work too. The label is the first assistant turn.
+- **flat** records: ``{"image" | "image_path" | "images", "gt" | "latex" | "label", "pred"?, "img_id" | "id"?}``
+  (upstream's ``*_pred.json`` files are of this kind, with the wrong predictions already in ``pred``).
+- a CROHME **caption.txt** (``name tok tok …`` per line) or a folder holding one; images are looked up by
+  name (with or without extension) in ``--image-dir``, else ``img/`` or ``images/`` beside the file, else the
+  file's folder.
+
+Image paths: sharegpt / flat paths are **kept as given** (LLaMA-Factory resolves relative ones against its
+``media_dir``); caption.txt images are **written absolute**. JSONL is read line by line (streaming).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evaluators.errors import UserError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "HmerSample",
+    "iter_caption",
+    "iter_json_objects",
+    "iter_samples",
+    "resolve_image",
+    "sample_from_record",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_USER_ROLES = ("human", "user")
+_ASSISTANT_ROLES = ("gpt", "assistant")
+
+
+@dataclass(slots=True)
+class HmerSample:
+    """One (image, LaTeX) pair, optionally with a model prediction for Error-Driven Learning.
+
+    Attributes:
+        id (`str`): ``img_id``/``id`` of the record, else the image file stem.
+        image (`str`): the image path (as given, or absolute for caption.txt input).
+        latex (`str`): the space-tokenised label, unchanged.
+        pred (`str`, *optional*): a prediction of the same image (flat records only).
+        index (`int`): position in the input file (0-based), for error messages.
+    """
+
+    id: str
+    image: str
+    latex: str
+    pred: str | None = None
+    index: int = 0
+
+
+def _image_stem(path: str) -> str:
+    return Path(path).stem
+
+
+def sample_from_record(record: Any, index: int = 0, source: str = "input") -> HmerSample:
+    """Turn one sharegpt or flat record into a :class:`HmerSample`.
+
+    Raises:
+        UserError: the record has no image or no label, naming ``source`` and ``index``.
+
+    Example:
+
+    >>> s = sample_from_record({"images": ["a/b.png"], "messages": [
+    ...     {"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "x ^ { 2 }"}]})
+    >>> (s.id, s.image, s.latex)
+    ('b', 'a/b.png', 'x ^ { 2 }')
+    >>> sample_from_record({"img_id": "7", "image_path": "p.jpg", "gt": "a", "pred": "b"}).pred
+    'b'
+    """
+    where = f"{source}: record {index}"
+    if not isinstance(record, dict):
+        raise UserError(f"{where} is a {type(record).__name__}, expected an object.")
+    images = record.get("images", record.get("image", record.get("image_path")))
+    if isinstance(images, list):
+        if len(images) != 1:
+            raise UserError(f"{where} has {len(images)} images; HMER records have exactly one.")
+        images = images[0]
+    if not isinstance(images, str) or not images:
+        raise UserError(f"{where} has no image (expected `images`, `image` or `image_path`).")
+    latex = None
+    pred = record.get("pred")
+    messages = record.get("messages", record.get("conversations"))
+    if messages is not None:
+        if not isinstance(messages, list):
+            raise UserError(f"{where}: `messages` is a {type(messages).__name__}, expected a list.")
+        for turn in messages:
+            if not isinstance(turn, dict):
+                raise UserError(f"{where}: a message is a {type(turn).__name__}, expected an object.")
+            role = turn.get("from", turn.get("role"))
+            if role in _ASSISTANT_ROLES:
+                latex = turn.get("value", turn.get("content"))
+                break
+        if latex is None:
+            raise UserError(f"{where} has no assistant turn (`from: gpt` or `role: assistant`).")
+    else:
+        for key in ("gt", "latex", "label"):
+            if key in record:
+                latex = record[key]
+                break
+        if latex is None:
+            raise UserError(f"{where} has neither `messages` nor a label (`gt`, `latex` or `label`).")
+    if not isinstance(latex, str):
+        raise UserError(f"{where}: the label is a {type(latex).__name__}, expected a string.")
+    if pred is not None and not isinstance(pred, str):
+        raise UserError(f"{where}: `pred` is a {type(pred).__name__}, expected a string.")
+    ident = record.get("img_id", record.get("id"))
+    ident = str(ident) if ident is not None else _image_stem(images)
+    return HmerSample(id=ident, image=images, latex=latex, pred=pred, index=index)
+
+
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, object)`` from a JSON list or a JSONL file; JSONL is streamed line by line.
+
+    Raises:
+        UserError: the file is missing or malformed (file and line named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file.")
+    with path.open(encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith("["):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+        yield from enumerate(data)
+        return
+    index = 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}).") from None
+            yield index, obj
+            index += 1
+
+
+def _default_image_dir(caption: Path) -> Path:
+    for name in ("img", "images"):
+        if (caption.parent / name).is_dir():
+            return caption.parent / name
+    return caption.parent
+
+
+def iter_caption(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> Iterator[HmerSample]:
+    """Yield samples from a CROHME ``caption.txt`` (``name<TAB or space>tok tok …``), images made absolute.
+
+    Images are matched by file name, or by stem when the caption names no extension. A missing image
+    keeps the path ``image_dir/name`` so that the builder rejects the record with a clear reason.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "img").mkdir(); (d / "img" / "18_em_0.bmp").write_bytes(b"")
+    0
+    >>> _ = (d / "caption.txt").write_text("18_em_0\\tx ^ { 2 }\\n")
+    >>> [(s.id, pathlib.Path(s.image).name, s.latex) for s in iter_caption(d / "caption.txt")]
+    [('18_em_0', '18_em_0.bmp', 'x ^ { 2 }')]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file.")
+    folder = (Path(image_dir) if image_dir is not None else _default_image_dir(path)).resolve()
+    by_stem: dict[str, str] = {}
+    if folder.is_dir():
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, ext = os.path.splitext(entry.name)
+                if ext.lower() in IMAGE_EXTENSIONS:
+                    by_stem.setdefault(stem, entry.name)
+    index = 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(None, 1)
+            if len(parts) < 2:
+                raise UserError(f"{path}: line {number} has an image name but no LaTeX.")
+            name, latex = parts
+            stem, ext = os.path.splitext(name)
+            file_name = name if ext.lower() in IMAGE_EXTENSIONS else by_stem.get(name, name)
+            yield HmerSample(id=stem if ext.lower() in IMAGE_EXTENSIONS else name, image=str(folder / file_name),
+                             latex=latex, index=index)
+            index += 1
+
+
+def iter_samples(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> Iterator[HmerSample]:
+    """Yield :class:`HmerSample` from any accepted input (see the module docstring), streaming JSONL.
+
+    Args:
+        path: a ``.json`` list, a ``.jsonl`` file, a ``caption.txt`` or a folder holding ``caption.txt``.
+        image_dir: the image folder of a caption.txt (ignored for JSON inputs).
+
+    Raises:
+        UserError: the input is missing or malformed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "caption.txt").is_file():
+            raise UserError(f"{path}: a folder input must hold caption.txt.")
+        yield from iter_caption(path / "caption.txt", image_dir)
+        return
+    if path.suffix.lower() == ".txt":
+        yield from iter_caption(path, image_dir)
+        return
+    for index, record in iter_json_objects(path):
+        yield sample_from_record(record, index, str(path))
+
+
+def resolve_image(image: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Find an image the way LLaMA-Factory does: ``root/image`` first, then ``image`` itself; ``None`` if absent.
+
+    Example:
+
+    >>> resolve_image("/definitely/not/here.png") is None
+    True
+    """
+    if root is not None:
+        candidate = Path(root) / image
+        if candidate.is_file():
+            return candidate
+    candidate = Path(image)
+    return candidate if candidate.is_file() else None

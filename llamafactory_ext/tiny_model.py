@@ -1,0 +1,249 @@
+"""Build a tiny random Qwen2.5-VL (model, tokenizer, processor) offline, for tests and the demo.
+
+The model is a real ``Qwen2_5_VLForConditionalGeneration`` with hidden size 64, 2 text layers and a
+2-block vision tower; the tokenizer is a byte-level BPE trained here on a small built-in corpus, with
+Qwen's 14 special tokens and Qwen2-VL's chat template. Everything LLaMA-Factory, TRL, transformers and
+vLLM read from a Qwen2.5-VL checkpoint folder is written, so their real loading code runs on it.
+The same call writes the same bytes every time (fixed seed, fixed corpus, sorted JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["QWEN_SPECIAL_TOKENS", "QWEN2_VL_CHAT_TEMPLATE", "build_tiny_model"]
+
+logger = logging.getLogger(__name__)
+
+#: Qwen2.5's special tokens, in Qwen's id order (ids follow the byte-level BPE vocabulary here).
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+#: Qwen2-VL's chat template (default system prompt "You are a helpful assistant.").
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Image sizes: patches of 14 px merged 2x2, so an image becomes (h/28)*(w/28) vision tokens.
+_MIN_PIXELS = 56 * 56
+_MAX_PIXELS = 112 * 112
+_BPE_VOCAB_SIZE = 640
+_SEED = 0
+
+_CORPUS = [
+    "I have an image of a handwritten mathematical expression. Please write out the expression of the "
+    "formula in the image using LaTeX format.",
+    "Please generate the abstract syntax tree (AST) of the formula in the image, and then provide its "
+    "corresponding LaTeX format.",
+    "Please identify and count each distinct visible mathematical symbol in the image, and then provide "
+    "its corresponding LaTeX format.",
+    "As an expert in facial expression recognition, which expression is most prominent in this image? "
+    "Please select your answer from the following candidate labels: surprise, fear, disgust, happiness, "
+    "sadness, anger, neutral, angry, contempt, happy, sad. Provide your detailed reasoning between the "
+    "<think></think> tags, and then give your final answer between the <answer></answer> tags.",
+    "\\frac { a ^ { 2 } + 1 } { b } \\sqrt [ 3 ] { x } \\sum _ { i = 1 } ^ { n } x _ { i } "
+    "\\int _ { 0 } ^ { 1 } f ( x ) d x \\lim _ { x \\rightarrow \\infty } \\alpha \\beta \\gamma \\theta "
+    "\\pi \\sin \\cos \\tan \\log \\times \\div \\pm \\leq \\geq \\neq \\ldots \\cdots \\infty",
+    "\\begin {matrix} 1 & 2 \\\\ 3 & 4 \\end {matrix} ( above ) ( below ) ( right ) ( sub ) ( sup ) "
+    "( nextline ) <error_start> <error_end> <deleted> REPLACE: INSERT: DELETE:",
+    "You are a helpful assistant. The face shows raised eyebrows and an open mouth, so the answer is "
+    "surprise. The corners of the mouth turn up: happiness. A frown with lowered brows: anger.",
+    "0 1 2 3 4 5 6 7 8 9 a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M "
+    "N O P Q R S T U V W X Y Z + - = ( ) [ ] { } | , . ; : ! ? ' \" / < > _ ^ * \\ \n\t",
+]
+
+
+def _build_tokenizer():
+    """Train the byte-level BPE on the built-in corpus and wrap it as a Qwen2 fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=_BPE_VOCAB_SIZE,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=list(QWEN_SPECIAL_TOKENS),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+    )
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _build_config(tokenizer):
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
+    head_dim = 16  # hidden 64 / 4 heads; mrope sections must sum to head_dim / 2
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "max_window_layers": 2,
+        "rope_theta": 1000000.0,
+        "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [2, 3, 3]},
+        "tie_word_embeddings": True,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 64,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [1],
+    }
+    return Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+
+
+def build_tiny_model(out_dir: str | Path) -> Path:
+    """Write a tiny random Qwen2.5-VL checkpoint (weights, config, tokenizer, processor) to ``out_dir``.
+
+    Args:
+        out_dir (`str` or `Path`): folder to create or overwrite; about 0.7 MB is written.
+
+    Returns:
+        `Path`: ``out_dir``, loadable with ``AutoProcessor`` and ``AutoModelForImageTextToText``.
+
+    Example:
+
+    >>> import tempfile
+    >>> from transformers import AutoConfig
+    >>> path = build_tiny_model(tempfile.mkdtemp())
+    >>> AutoConfig.from_pretrained(path).model_type
+    'qwen2_5_vl'
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    config = _build_config(tokenizer)
+
+    torch.manual_seed(_SEED)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), config.pad_token_id],
+        pad_token_id=config.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=_MIN_PIXELS,
+        max_pixels=_MAX_PIXELS,
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        min_pixels=_MIN_PIXELS, max_pixels=_MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    _canonicalise_json(out)
+    logger.info("tiny Qwen2.5-VL written to %s (%.1f kB)", out, _folder_kb(out))
+    return out
+
+
+def _canonicalise_json(folder: Path) -> None:
+    """Rewrite every JSON file with sorted keys so repeated builds give identical bytes."""
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _folder_kb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``unitune tiny-model``."""
+    parser.add_argument("out_dir", type=Path, help="folder to write the tiny checkpoint into")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``unitune tiny-model OUT_DIR``."""
+    build_tiny_model(args.out_dir)
+    return 0

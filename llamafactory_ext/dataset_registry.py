@@ -36,12 +36,39 @@ __all__ = [
 DATASET_INFO = "dataset_info.json"
 #: Top-level keys LLaMA-Factory 0.9.5 reads (``llamafactory/data/parser.py``).
 ENTRY_KEYS = frozenset(
-    ["hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "file_name", "formatting",
-     "ranking", "subset", "split", "folder", "num_samples", "columns", "tags"]
+    [
+        "hf_hub_url",
+        "ms_hub_url",
+        "om_hub_url",
+        "script_url",
+        "cloud_file_name",
+        "file_name",
+        "formatting",
+        "ranking",
+        "subset",
+        "split",
+        "folder",
+        "num_samples",
+        "columns",
+        "tags",
+    ]
 )
 ENTRY_COLUMNS = frozenset(
-    ["prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios",
-     "chosen", "rejected", "kto_tag"]
+    [
+        "prompt",
+        "query",
+        "response",
+        "history",
+        "messages",
+        "system",
+        "tools",
+        "images",
+        "videos",
+        "audios",
+        "chosen",
+        "rejected",
+        "kto_tag",
+    ]
 )
 ENTRY_TAGS = frozenset(
     ["role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag"]
@@ -85,7 +112,7 @@ def check_entry(name: str, entry: Any) -> None:
     >>> check_entry("bad", {"file_name": "a.json", "formatting": "sharegpt", "tag": {}})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    evaluators.errors.UserError: dataset 'bad': unknown key 'tag', which LLaMA-Factory would silently ignore; did you mean 'tags'? (allowed: ...)
+    evaluators.errors.UserError: dataset 'bad': unknown key 'tag', which LLaMA-Factory would silently ignore; did you mean 'tags'? (allowed: ...).
     """
     if not isinstance(name, str) or not name:
         raise UserError(f"dataset name must be a non-empty string, got {name!r}.")
@@ -95,7 +122,9 @@ def check_entry(name: str, entry: Any) -> None:
     if not any(source in entry for source in _SOURCES):
         raise UserError(f"dataset {name!r}: entry needs one of {', '.join(_SOURCES)}.")
     if entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt", "openai"):
-        raise UserError(f"dataset {name!r}: formatting must be alpaca, sharegpt or openai, got {entry['formatting']!r}.")
+        raise UserError(
+            f"dataset {name!r}: formatting must be alpaca, sharegpt or openai, got {entry['formatting']!r}."
+        )
     for section, allowed, kind in (("columns", ENTRY_COLUMNS, "column"), ("tags", ENTRY_TAGS, "tag")):
         if section in entry:
             if not isinstance(entry[section], dict):
@@ -118,7 +147,9 @@ def load_dataset_info(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+        raise UserError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+        ) from None
     if not isinstance(info, dict):
         raise UserError(f"{path}: expected a JSON object of datasets, got {type(info).__name__}.")
     return info
@@ -199,5 +230,7 @@ def lookup_dataset(name: str, dataset_dir: str | os.PathLike = "dataset_info") -
     entry = info[name]
     check_entry(name, entry)
     if "file_name" not in entry:
-        raise UserError(f"dataset {name!r} is not a local file (no `file_name`); only local files can be checked.")
+        raise UserError(
+            f"dataset {name!r} is not a local file (no `file_name`); only local files can be checked."
+        )
     return entry, Path(dataset_dir) / entry["file_name"]

@@ -181,7 +181,9 @@ def apply_corrections(marked: str, log: Sequence[str] | str) -> str:
         entry += 1
         if tok == DELETED:
             if not line.startswith("INSERT:") or " after " not in line:
-                raise ValueError(f"mark {entry} is {DELETED}, expected `INSERT:content after position`, got {line!r}")
+                raise ValueError(
+                    f"mark {entry} is {DELETED}, expected `INSERT:content after position`, got {line!r}"
+                )
             out.extend(line[len("INSERT:") :].rsplit(" after ", 1)[0].split())
             index += 1
             continue
@@ -195,7 +197,9 @@ def apply_corrections(marked: str, log: Sequence[str] | str) -> str:
         elif line.startswith(f"REPLACE:{old} -> "):
             out.extend(line[len(f"REPLACE:{old} -> ") :].split())
         else:
-            raise ValueError(f"mark {entry} wraps {old!r}, expected `REPLACE:{old} -> new` or `DELETE:{old}`, got {line!r}")
+            raise ValueError(
+                f"mark {entry} wraps {old!r}, expected `REPLACE:{old} -> new` or `DELETE:{old}`, got {line!r}"
+            )
         index = close + 1
     if entry != len(lines):
         raise ValueError(f"the log has {len(lines)} entries but the formula has {entry} marks")

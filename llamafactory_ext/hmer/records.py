@@ -61,7 +61,7 @@ class HmerSample:
 
 
 def _image_stem(path: str) -> str:
-    return Path(path).stem
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def sample_from_record(record: Any, index: int = 0, source: str = "input") -> HmerSample:
@@ -135,7 +135,9 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise UserError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+            raise UserError(
+                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+            ) from None
         yield from enumerate(data)
         return
     index = 0
@@ -195,8 +197,12 @@ def iter_caption(path: str | os.PathLike, image_dir: str | os.PathLike | None = 
             name, latex = parts
             stem, ext = os.path.splitext(name)
             file_name = name if ext.lower() in IMAGE_EXTENSIONS else by_stem.get(name, name)
-            yield HmerSample(id=stem if ext.lower() in IMAGE_EXTENSIONS else name, image=str(folder / file_name),
-                             latex=latex, index=index)
+            yield HmerSample(
+                id=stem if ext.lower() in IMAGE_EXTENSIONS else name,
+                image=str(folder / file_name),
+                latex=latex,
+                index=index,
+            )
             index += 1
 
 

@@ -96,7 +96,8 @@ class _Serialiser:
         if pos >= end or tokens[pos] != "{":
             raise TreeParseError(message)
         close = self.braces.get(pos, end)
-        if close >= end:  # upstream's findnextbracket() == -1: group = rest minus last token, nothing consumed
+        if close >= end:
+            # upstream's findnextbracket() == -1: the group is the rest minus its last token, nothing consumed
             self.chain(pos + 1, end - 1, level, relation)
             return pos
         self.chain(pos + 1, close, level, relation)

@@ -1,0 +1,488 @@
+"""Build HMER sharegpt datasets: vanilla, Tree-CoT (``tree``), Symbol Counting (``can``) and EDL (``error_find``/``error_fix``).
+
+Every output record has one image, a human turn (``"<image>" + prompt``) and a gpt turn (the answer):
+``{"messages": [{"from": "human", "value": …}, {"from": "gpt", "value": …}], "images": [path]}``.
+A record that cannot be built (empty label, tree parse error, missing image, unmatched prediction…) is
+*rejected* with a reason instead of being written; correct and duplicate EDL predictions are *dropped*
+(counted, not errors). Writing streams: memory does not grow with the corpus for JSONL input
+(except for EDL from ``--predictions``, which indexes the labelled records by id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from evaluators.errors import UserError
+
+from .edl import correction_log, mark_errors
+from .prompts import MARKERS, TASKS, human_prompt
+from .records import HmerSample, iter_json_objects, iter_samples, resolve_image, sample_from_record
+from .tree_cot import TreeParseError, can_answer, tree_answer
+
+__all__ = [
+    "BuildStats",
+    "build_dataset",
+    "build_file",
+    "iter_build",
+    "make_record",
+    "rejected_path",
+    "write_sharegpt",
+]
+
+logger = logging.getLogger(__name__)
+EDL_TASKS = ("error_find", "error_fix")
+
+
+@dataclass
+class BuildStats:
+    """Counts of one build.
+
+    Attributes:
+        written (`int`): records produced.
+        rejected (`int`): records (or predictions) rejected, reasons in the rejected list / file.
+        dropped_correct (`int`): EDL predictions equal to the label (not errors, skipped).
+        dropped_duplicate (`int`): EDL predictions already seen for the same image.
+        reasons (`Counter`): rejected count per reason kind (text before the first ``:``).
+    """
+
+    written: int = 0
+    rejected: int = 0
+    dropped_correct: int = 0
+    dropped_duplicate: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def summary(self, task: str) -> str:
+        """One line for the log."""
+        text = f"{task}: {self.written} records written, {self.rejected} rejected"
+        if self.reasons:
+            text += " (" + ", ".join(f"{kind}: {n}" for kind, n in self.reasons.most_common()) + ")"
+        if task in EDL_TASKS:
+            text += (
+                f", {self.dropped_correct} correct and {self.dropped_duplicate} duplicate predictions dropped"
+            )
+        return text
+
+
+def _sharegpt(prompt: str, answer: str, image: str) -> dict[str, Any]:
+    return {
+        "messages": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}],
+        "images": [image],
+    }
+
+
+def make_record(task: str, image: str, latex: str, pred: str | None = None) -> dict[str, Any]:
+    r"""One sharegpt record of ``task`` for an image and its label (and a wrong prediction for EDL).
+
+    Raises:
+        TreeParseError: ``task="tree"`` and the LaTeX does not parse.
+        ValueError: unknown task, empty label, or an EDL task without a prediction.
+
+    Example:
+
+    >>> r = make_record("tree", "img/a.png", "x _ { i }")
+    >>> r["messages"][1]["value"], r["images"]
+    ('x\n\ti (sub)\nx _ { i }', ['img/a.png'])
+    >>> make_record("error_fix", "a.png", "x ^ { 2 }", "x ^ { 3 }")["messages"][1]["value"]
+    'REPLACE:3 -> 2\nx ^ { 2 }'
+    """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+    if not latex.strip():
+        raise ValueError("empty LaTeX label")
+    if task == "vanilla":
+        return _sharegpt(human_prompt(task), latex, image)
+    if task == "tree":
+        return _sharegpt(human_prompt(task), tree_answer(latex), image)
+    if task == "can":
+        return _sharegpt(human_prompt(task), can_answer(latex), image)
+    if pred is None:
+        raise ValueError(f"{task} needs a prediction")
+    marked = mark_errors(latex, pred)
+    if task == "error_find":
+        return _sharegpt(human_prompt(task, pred=" ".join(pred.split())), marked, image)
+    answer = "\n".join([*correction_log(latex, pred), " ".join(latex.split())])
+    return _sharegpt(human_prompt(task, marked=marked), answer, image)
+
+
+def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
+    return item if isinstance(item, HmerSample) else sample_from_record(item, index)
+
+
+class _ImageChecker:
+    """Resolve image paths once (LRU), optionally rewriting them absolute."""
+
+    def __init__(self, root: str | os.PathLike | None, check: bool, absolute: bool) -> None:
+        self.check, self.absolute = check, absolute
+        self._resolve: Callable[[str], Path | None] = lru_cache(maxsize=8192)(
+            lambda image: resolve_image(image, root)
+        )
+
+    def __call__(self, image: str) -> tuple[str | None, str | None]:
+        """``(path to write, None)`` or ``(None, reason)``."""
+        if not self.check and not self.absolute:
+            return image, None
+        found = self._resolve(image)
+        if found is None:
+            if self.check:
+                return None, f"missing image: {image}"
+            return image, None
+        return (str(found.resolve()) if self.absolute else image), None
+
+
+def _reject(sample: HmerSample, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"index": sample.index, "id": sample.id, "image": sample.image, **extra, "reason": reason}
+
+
+def _edl_pairs(
+    samples: Iterable[HmerSample], predictions: Iterable[dict] | None, stats: BuildStats
+) -> Iterator[tuple[HmerSample, str | None, dict | None]]:
+    """Yield ``(sample, pred, None)`` for each new wrong prediction, or ``(sample, None, rejected)``."""
+    seen: set[tuple[int, tuple[str, ...]]] = set()
+
+    def screen(sample: HmerSample, pred: Any, key: int) -> tuple[HmerSample, str | None, dict | None] | None:
+        if not isinstance(pred, str) or not pred.strip():
+            return (
+                sample,
+                None,
+                _reject(
+                    sample,
+                    "empty prediction"
+                    if isinstance(pred, str) or pred is None
+                    else f"bad prediction: `pred` is a {type(pred).__name__}",
+                    pred=pred,
+                ),
+            )
+        tokens = tuple(pred.split())
+        marker = MARKERS.intersection(tokens)
+        if marker:
+            return (
+                sample,
+                None,
+                _reject(sample, f"reserved token: the prediction contains {min(marker)}", pred=pred),
+            )
+        if list(tokens) == sample.latex.split():
+            stats.dropped_correct += 1
+            return None
+        if (key, tokens) in seen:
+            stats.dropped_duplicate += 1
+            return None
+        seen.add((key, tokens))
+        return sample, pred, None
+
+    if predictions is None:
+        for sample in samples:
+            if sample.pred is None:
+                yield (
+                    sample,
+                    None,
+                    _reject(sample, "no prediction: the record has no `pred` (use --predictions)"),
+                )
+                continue
+            result = screen(sample, sample.pred, sample.index)
+            if result is not None:
+                yield result
+        return
+
+    index: dict[str, HmerSample | None] = {}
+    for sample in samples:
+        for key in {sample.id, Path(sample.image).stem}:
+            if key in index and index[key] is not sample:
+                index[key] = None  # ambiguous
+            else:
+                index[key] = sample
+    for number, pred_record in enumerate(predictions):
+        ident = pred_record.get("id", pred_record.get("img_id")) if isinstance(pred_record, dict) else None
+        placeholder = HmerSample(id=str(ident), image="", latex="", index=number)
+        if ident is None:
+            yield placeholder, None, _reject(placeholder, "bad prediction: no `id`")
+            continue
+        ident = str(ident)
+        if ident not in index:
+            yield (
+                placeholder,
+                None,
+                _reject(placeholder, f"unmatched prediction: no input record with id {ident!r}"),
+            )
+            continue
+        sample = index[ident]
+        if sample is None:
+            yield (
+                placeholder,
+                None,
+                _reject(placeholder, f"ambiguous id: {ident!r} matches several input records"),
+            )
+            continue
+        gt = pred_record.get("gt")
+        if isinstance(gt, str) and gt.split() != sample.latex.split():
+            yield (
+                sample,
+                None,
+                _reject(
+                    sample,
+                    "label mismatch: the prediction's `gt` differs from the input label",
+                    pred=pred_record.get("pred"),
+                    pred_gt=gt,
+                ),
+            )
+            continue
+        result = screen(sample, pred_record.get("pred"), id(sample))
+        if result is not None:
+            yield result
+
+
+def iter_build(
+    records: Iterable[HmerSample | dict],
+    task: str,
+    *,
+    predictions: Iterable[dict] | None = None,
+    image_root: str | os.PathLike | None = None,
+    check_images: bool = True,
+    absolute_images: bool = False,
+    stats: BuildStats | None = None,
+) -> Iterator[tuple[dict | None, dict | None]]:
+    """Stream ``(record, None)`` for each built record and ``(None, rejected)`` for each rejection.
+
+    Args:
+        records: :class:`HmerSample` or raw sharegpt/flat dicts (labels).
+        task (`str`): ``vanilla``, ``tree``, ``can``, ``error_find`` or ``error_fix``.
+        predictions: EDL only — our inference records ``{"id", "pred", "gt"?, "sample_index"?}``, matched to
+            ``records`` by ``img_id``/``id`` or image stem. Without it, EDL uses each record's ``pred``.
+        image_root: folder relative image paths are looked up in first (then the working directory).
+        check_images (`bool`, defaults to `True`): reject records whose image file does not exist.
+        absolute_images (`bool`, defaults to `False`): write resolved absolute image paths.
+        stats (`BuildStats`, *optional*): updated in place.
+    """
+    if task not in TASKS:
+        raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
+    if predictions is not None and task not in EDL_TASKS:
+        raise UserError(f"--predictions only applies to error_find / error_fix, not {task}.")
+    stats = stats if stats is not None else BuildStats()
+    images = _ImageChecker(image_root, check_images, absolute_images)
+    samples = (_as_sample(item, number) for number, item in enumerate(records))
+
+    def reject(rejected: dict) -> tuple[None, dict]:
+        stats.rejected += 1
+        stats.reasons[rejected["reason"].split(":", 1)[0]] += 1
+        return None, rejected
+
+    if task in EDL_TASKS:
+        pairs: Iterable[tuple[HmerSample, str | None, dict | None]] = _edl_pairs(samples, predictions, stats)
+    else:
+        pairs = ((sample, None, None) for sample in samples)
+    for sample, pred, rejected in pairs:
+        if rejected is not None:
+            yield reject(rejected)
+            continue
+        image, reason = images(sample.image)
+        if reason is not None:
+            yield reject(_reject(sample, reason))
+            continue
+        try:
+            record = make_record(task, image, sample.latex, pred)
+        except TreeParseError as err:
+            yield reject(_reject(sample, f"tree parse error: {err}", latex=sample.latex))
+            continue
+        except ValueError as err:
+            yield reject(_reject(sample, f"bad record: {err}", latex=sample.latex))
+            continue
+        stats.written += 1
+        yield record, None
+
+
+def build_dataset(
+    records: Iterable[HmerSample | dict], task: str, **kwargs: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    r"""Build ``task`` records in memory: ``(records_out, rejected)``. Keyword arguments as :func:`iter_build`.
+
+    Example:
+
+    >>> src = [{"images": ["a.png"], "messages": [{"from": "human", "value": "<image>q"},
+    ...                                          {"from": "gpt", "value": "x ^ { 2 }"}]},
+    ...        {"images": ["b.png"], "messages": [{"from": "human", "value": "<image>q"},
+    ...                                          {"from": "gpt", "value": "x ^ 2"}]}]
+    >>> out, rejected = build_dataset(src, "tree", check_images=False)
+    >>> out[0]["messages"][1]["value"]
+    'x\n\t2 (sup)\nx ^ { 2 }'
+    >>> rejected[0]["reason"]
+    'tree parse error: ^ not with {'
+    """
+    out: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for record, bad in iter_build(records, task, **kwargs):
+        if record is not None:
+            out.append(record)
+        else:
+            rejected.append(bad)
+    return out, rejected
+
+
+class _AtomicLines:
+    """A text file written to a temp sibling and renamed on :meth:`commit` (removed on :meth:`abort`)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def commit(self) -> Path:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.handle.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+class _JsonListWriter(_AtomicLines):
+    """Stream a JSON list, one compact record per line."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self.count = 0
+        self.handle.write("[")
+
+    def write(self, record: Any) -> None:
+        self.handle.write(("\n" if self.count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.count += 1
+
+    def commit(self) -> Path:
+        self.handle.write("\n]\n" if self.count else "]\n")
+        return super().commit()
+
+
+def write_sharegpt(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Write records as a JSON list (one record per line), streaming and atomically; return the count.
+
+    Example:
+
+    >>> import tempfile, json, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "out.json"
+    >>> write_sharegpt(p, [make_record("can", "a.png", "a + a")])
+    1
+    >>> json.loads(p.read_text())[0]["messages"][1]["value"]
+    'a: 2, +: 1\\na + a'
+    """
+    writer = _JsonListWriter(path)
+    try:
+        for record in records:
+            writer.write(record)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+    return writer.count
+
+
+def rejected_path(output: str | os.PathLike) -> Path:
+    """Where the rejected records of ``output`` go: ``out.json`` → ``out.rejected.jsonl``.
+
+    Example:
+
+    >>> rejected_path("data/crohme_train_tree.json").as_posix()
+    'data/crohme_train_tree.rejected.jsonl'
+    """
+    output = Path(output)
+    return output.with_name(output.stem + ".rejected.jsonl")
+
+
+def build_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    task: str,
+    *,
+    predictions_path: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+    check_images: bool = True,
+    absolute_images: bool = False,
+    strict: bool = False,
+    register: str | None = None,
+    dataset_dir: str | os.PathLike = "dataset_info",
+    progress: bool = True,
+) -> BuildStats:
+    """Build ``output_path`` from ``input_path`` (see :mod:`llamafactory_ext.hmer.records` for inputs).
+
+    Rejected records go to :func:`rejected_path` (one JSON object with a ``reason`` per line; a stale file
+    from an earlier run is removed when nothing is rejected). With ``strict`` the first rejection raises
+    :class:`UserError` and nothing is written. ``register`` adds/updates ``dataset_dir/dataset_info.json``.
+    Relative image paths are checked against ``image_root`` (default: the input file's folder), then the
+    working directory, and written as given unless ``absolute_images``.
+
+    Raises:
+        UserError: bad input, or ``strict`` and a record was rejected.
+    """
+    input_path = Path(input_path)
+    if image_root is None:
+        image_root = input_path if input_path.is_dir() else input_path.parent
+    stats = BuildStats()
+    samples: Iterable[HmerSample] = iter_samples(input_path, image_dir)
+    predictions = None
+    if predictions_path is not None:
+        predictions = (record for _, record in iter_json_objects(predictions_path))
+        predictions = tqdm(predictions, desc=f"{task} predictions", unit="pred", disable=not progress)
+    else:
+        samples = tqdm(samples, desc=task, unit="rec", disable=not progress)
+    writer = _JsonListWriter(output_path)
+    side = _AtomicLines(rejected_path(output_path))
+    try:
+        for record, rejected in iter_build(
+            samples,
+            task,
+            predictions=predictions,
+            image_root=image_root,
+            check_images=check_images,
+            absolute_images=absolute_images,
+            stats=stats,
+        ):
+            if record is not None:
+                writer.write(record)
+                continue
+            if strict:
+                raise UserError(
+                    f"{input_path}: record {rejected['index']} (id {rejected['id']!r}) rejected: "
+                    f"{rejected['reason']} (--strict)."
+                )
+            side.handle.write(json.dumps(rejected, ensure_ascii=False) + "\n")
+    except BaseException:
+        writer.abort()
+        side.abort()
+        raise
+    writer.commit()
+    if stats.rejected:
+        side.commit()
+    else:
+        side.abort()
+        rejected_path(output_path).unlink(missing_ok=True)
+    logger.info("%s -> %s", stats.summary(task), output_path)
+    if stats.rejected:
+        logger.warning("%d rejected records listed in %s", stats.rejected, rejected_path(output_path))
+    if register:
+        entry = _register(register, output_path, dataset_dir)
+        logger.info(
+            "registered %r in %s (file_name %s)",
+            register,
+            Path(dataset_dir) / "dataset_info.json",
+            entry["file_name"],
+        )
+    return stats
+
+
+def _register(name: str, output_path: str | os.PathLike, dataset_dir: str | os.PathLike) -> dict:
+    from llamafactory_ext.dataset_registry import register_dataset
+
+    return register_dataset(name, output_path, dataset_dir)

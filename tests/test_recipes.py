@@ -81,6 +81,6 @@ def test_dataset_info_entries_follow_mllm_demo():
 
 def test_recipe_datasets_are_registered():
     info = json.loads((REPO / "dataset_info" / "dataset_info.json").read_text())
-    for name in ["unimumer_qlora.yaml", "unimumer_full.yaml"]:
+    for name in ["unimumer_qlora.yaml", "unimumer_full.yaml", "unifer_sft.yaml"]:
         for dataset in _recipe(name)["dataset"].split(","):
             assert dataset.strip() in info, f"{name} names {dataset!r}, missing from dataset_info.json"

@@ -2,6 +2,8 @@
 
 Each FILE is a results file: UniFER QA records plus ``model_response`` (and ``"error": true`` for failed
 inference). The dataset is detected from ``candidate_labels`` (order included); --dataset overrides.
+unifer skips error items and counts "unknown" as a class of its macro average; strict scores every item
+(errors and answers that are not exactly a candidate are wrong) and averages over the candidates only.
 
 Outputs in --out-dir, with <stem> = the file name without ``.json`` and a trailing ``_results``:
   <stem>_metrics.json          one protocol: UniFER's schema + counts, protocol, dataset, labels

@@ -5,15 +5,12 @@ A results file is a JSON list (or JSONL) of QA records ``{"image_path", "true_la
 
 How the two protocols treat the same items:
 
-=====================  ===========================================  ==========================================
-item                   ``unifer``                                   ``strict``
-=====================  ===========================================  ==========================================
-``error`` truthy       skipped (counted in ``errors``)              wrong (counted in ``errors``)
-no usable answer       cascade reads the think text / synonyms,     ``"invalid"``: wrong, counted in
-                       else ``"unknown"`` (a class in macro)        ``invalid``, not a class in macro
-non-string response    treated as ``""`` → ``"unknown"``            ``"invalid"``
-                       (upstream crashes; counted ``bad_response``)  (counted ``bad_response``)
-=====================  ===========================================  ==========================================
+- ``"error": true`` (failed inference): ``unifer`` skips the item (counted in ``errors``, as upstream);
+  ``strict`` scores it as wrong (``errors``), so its accuracy is over every item of the file.
+- no usable answer: ``unifer`` reads the think text and synonyms, else predicts ``"unknown"``, which is a
+  class of its macro average; ``strict`` predicts ``"invalid"`` (wrong, counted in ``invalid``, not a class).
+- a non-string ``model_response`` on a non-error item: upstream crashes; here ``unifer`` treats it as ``""``
+  (``"unknown"``) and ``strict`` as ``"invalid"``; both count it in ``bad_response`` and log a warning.
 """
 
 from __future__ import annotations

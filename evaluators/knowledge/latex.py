@@ -101,6 +101,7 @@ LATEX_ALIASES: dict[str, str] = {"\\le": "\\leq", "\\ge": "\\geq", "\\dots": "\\
 
 # Commands whose bare (unbraced) arguments get explicit braces, with their number of arguments.
 _BRACED_ARGS = {"^": 1, "_": 1, "\\frac": 2, "\\sqrt": 1}
+_NOT_AN_ARGUMENT = frozenset({"}", "\\begin", "\\end"})
 
 _LATEX_TOKEN = re.compile(
     r"(?P<env>\\(?:begin|end))\s*\{\s*(?P<name>[A-Za-z]+\*?)\s*\}"  # \begin{matrix} -> \begin {matrix}
@@ -148,11 +149,14 @@ def _add_braces(tokens: list[str]) -> list[str]:
         for _ in range(_BRACED_ARGS.get(token, 0)):
             if token == "\\sqrt" and index < len(tokens) and tokens[index] == "[":
                 # optional root index: ``[ ... ]`` is kept, its content normalised
-                close = tokens.index("]", index) + 1 if "]" in tokens[index:] else len(tokens)
-                out.extend(_add_braces(tokens[index:close]))
-                index = close
-            if index >= len(tokens):
-                break
+                close = tokens.index("]", index) if "]" in tokens[index:] else len(tokens)
+                out.append("[")
+                out.extend(_add_braces(tokens[index + 1 : close]))
+                if close < len(tokens):
+                    out.append("]")
+                index = close + 1
+            if index >= len(tokens) or tokens[index] in _NOT_AN_ARGUMENT:
+                break  # nothing to brace: end of input/group, or an environment (kept with its name)
             if tokens[index] == "{":
                 end, closed = _group_end(tokens, index)
                 out.append("{")

@@ -372,3 +372,39 @@ def test_rewards_never_raise_on_any_content(rows):
         out = reward(completions, solution=solution, candidate_labels=candidates, task=task)
         assert len(out) == len(rows)
         assert all(v is None or (isinstance(v, float) and 0.0 <= v <= 1.0) for v in out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The reward a model is trained on is the function it is scored with
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_fer_accuracy_equals_the_strict_evaluator():
+    from evaluators.fer.strict_protocol import extract_label_strict
+
+    answers = ["happy", "Happiness", "joy", "sad", "contempt", "anger", "", "neutral"]
+    responses = [f"<think>t</think><answer>{a}</answer>" for a in answers] + ["<think>happy</think>", "happy"]
+    for labels in CANDIDATE_LABELS.values():
+        for gold in labels:
+            expected = [1.0 if extract_label_strict(r, labels)[0] == gold else 0.0 for r in responses]
+            n = len(responses)
+            assert (
+                R.fer_accuracy_reward(responses, [gold] * n, candidate_labels=[list(labels)] * n) == expected
+            )
+            assert R.fer_accuracy_reward(responses, [f"<answer>{gold}</answer>"] * n) == expected
+
+
+def test_hmer_rewards_equal_the_evaluator_metrics():
+    from evaluators.hmer.metrics import align, edit_score
+    from evaluators.knowledge.latex import extract_latex, tokenize
+
+    completions = [c for c, _, _, _ in HMER_CASES]
+    solutions = [s for _, s, _, _ in HMER_CASES]
+    expected_exact, expected_edit = [], []
+    for c, s in zip(completions, solutions, strict=True):
+        gt, pred = tokenize(extract_latex(s, "auto")), tokenize(extract_latex(c, "auto"))
+        d = align(gt, pred).distance
+        expected_exact.append(1.0 if d == 0 else 0.0)
+        expected_edit.append(edit_score(d, len(gt), len(pred)) / 100)
+    assert R.hmer_exact_match_reward(completions, solutions) == expected_exact
+    assert R.hmer_edit_score_reward(completions, solutions) == pytest.approx(expected_edit, abs=1e-12)

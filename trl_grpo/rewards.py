@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from evaluators.knowledge.alignment import edit_distance
@@ -210,13 +211,22 @@ def _gold_fer_label(solution: Any) -> str | None:
     return answer or None
 
 
+@lru_cache(maxsize=8192)
+def _canonical(answer: str | None, candidates: tuple[str, ...]) -> str | None:
+    """:func:`canonical_label`, memoised: a run sees few distinct (answer, candidate list) pairs."""
+    return canonical_label(answer, candidates)
+
+
 def _row_candidates(candidate_labels: Sequence[Any] | None, index: int) -> tuple[str, ...] | None:
     if candidate_labels is None:
         return None
     labels = candidate_labels[index]
     if isinstance(labels, str) or not isinstance(labels, Sequence) or not labels:
         return None
-    return tuple(label for label in labels if isinstance(label, str))
+    candidates = tuple(labels)
+    if all(isinstance(label, str) for label in candidates):
+        return candidates
+    return tuple(label for label in candidates if isinstance(label, str))
 
 
 def _fer_accuracy(
@@ -252,11 +262,11 @@ def _fer_accuracy(
                 rewards.append(None)
                 continue
             candidates = (gold,)
-        gold_label = canonical_label(gold, candidates)
+        gold_label = _canonical(gold, candidates)
         if gold_label is None:
             rewards.append(None)  # gold outside its own candidate list: the row cannot be scored
             continue
-        predicted = canonical_label(extract_answer(_text(completions[i])), candidates)
+        predicted = _canonical(extract_answer(_text(completions[i])), candidates)
         rewards.append(1.0 if predicted == gold_label else 0.0)
     return rewards
 

@@ -139,7 +139,9 @@ def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredic
         indexed, skipped, missing_first, repeated = _first_samples(path, records)
         if repeated:
             warnings["duplicate_ids"] = repeated
-            notes.append(f"{path}: {repeated} records repeat an (id, sample_index) pair; the first is scored.")
+            notes.append(
+                f"{path}: {repeated} records repeat an (id, sample_index) pair; the first is scored."
+            )
         if skipped:
             warnings["extra_samples_skipped"] = skipped
             notes.append(

@@ -1,0 +1,219 @@
+"""Score handwritten-math predictions with upstream Uni-MuMER's exact ExpRate family, plus error analysis.
+
+For each FILE (upstream prediction JSON, LLaMA-Factory generated_predictions.jsonl, or unitune
+inference JSONL) it writes to --out-dir:
+
+  <stem>_results.txt   byte-identical to upstream's scripts/eval_metrics_calculator.py output
+  <stem>_metrics.json  every metric unrounded, N, config, version, higher_is_better, error analysis
+  <stem>_samples.jsonl per sample: id, distance, edit score, edit ops
+  <stem>_analysis.png  with --plots: ExpRate by length/structure, top token confusions
+
+<stem> is the file name without .json/.jsonl and a trailing _pred. One Markdown table with a row per
+file goes to stdout. Defaults (--extract raw, no --normalize) reproduce upstream's numbers exactly;
+upstream's "Character Error Rate" is token edits per label character and is named
+token_edits_per_gt_char in the JSON, next to a true character error rate (cer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from evaluators.errors import UserError
+from evaluators.hmer.analysis import analyze, plot_analysis
+from evaluators.hmer.loaders import FORMATS, LoadedPredictions, load_predictions, output_stem
+from evaluators.hmer.metrics import HIGHER_IS_BETTER, THRESHOLDS, HmerResult, edit_score, evaluate_samples
+from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
+from evaluators.io_utils import atomic_write_json, atomic_write_text, write_jsonl_atomic
+from evaluators.knowledge.latex import EXTRACT_MODES
+
+__all__ = ["add_arguments", "markdown_table", "metrics_document", "resolve_stems", "run", "sample_records"]
+
+logger = logging.getLogger(__name__)
+
+_BLEU_CONFIG = "nltk corpus_bleu, weights (0.25,)*4, SmoothingFunction().method4, x100, refs [[gt_tokens]]"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``unitune eval hmer``."""
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", type=Path, help="prediction files (JSON or JSONL)"
+    )
+    parser.add_argument("--out-dir", required=True, type=Path, help="folder for the per-file outputs")
+    parser.add_argument(
+        "--extract",
+        choices=EXTRACT_MODES,
+        default="raw",
+        help="how to take the LaTeX from an output: raw = whole text stripped (upstream, default); "
+        "last-line = last non-empty line (Tree-CoT / Symbol-Counting); auto = last line if several",
+    )
+    parser.add_argument(
+        "--normalize",
+        action="store_true",
+        help="normalise both sides to the *_normalized test-set conventions (\\le->\\leq, a_i->a _ { i }, ...)",
+    )
+    parser.add_argument("--plots", action="store_true", help="also write <stem>_analysis.png")
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="input format (default: detect)")
+    parser.add_argument("--top", type=int, default=20, help="confusions to list per kind (default 20)")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("unitune")
+    except Exception:  # not installed as a distribution: fall back to the package attribute
+        from evaluators import __version__
+
+        return __version__
+
+
+def resolve_stems(paths: list[Path]) -> list[str]:
+    """Output stems for ``paths``; names that collide get their parent folder as a prefix.
+
+    Example:
+
+    >>> from pathlib import Path
+    >>> resolve_stems([Path("a/generated_predictions.jsonl"), Path("b/generated_predictions.jsonl")])
+    ['a__generated_predictions', 'b__generated_predictions']
+    >>> resolve_stems([Path("x/crohme_2014_pred.json")])
+    ['crohme_2014']
+    """
+    stems = [output_stem(p) for p in paths]
+    clashing = {s for s in stems if stems.count(s) > 1}
+    stems = [
+        f"{p.resolve().parent.name}__{s}" if s in clashing else s for p, s in zip(paths, stems, strict=True)
+    ]
+    seen: dict[str, Path] = {}
+    for path, stem in zip(paths, stems, strict=True):
+        if stem in seen:
+            raise UserError(
+                f"{seen[stem]} and {path} would write the same outputs ({stem}_*); "
+                "give each file once, or evaluate them in separate calls with different --out-dir."
+            )
+        seen[stem] = path
+    return stems
+
+
+def metrics_document(
+    result: HmerResult, loaded: LoadedPredictions, analysis: dict | None = None
+) -> dict[str, object]:
+    """The ``<stem>_metrics.json`` content."""
+    return {
+        "evaluator": "unitune eval hmer",
+        "version": _version(),
+        "input": str(loaded.path),
+        "format": loaded.format,
+        "N": result.n,
+        "config": {
+            **result.config,
+            "tokenizer": "whitespace (str.split), no normalisation"
+            if not result.config.get("normalize")
+            else "whitespace (str.split) after normalize_latex",
+            "bleu": _BLEU_CONFIG,
+            "thresholds": list(THRESHOLDS),
+            "cer": "character Levenshtein / label characters, whitespace removed on both sides",
+            "token_edits_per_gt_char": "upstream's 'Character Error Rate': token edits / label characters",
+        },
+        "metrics": result.metrics,
+        "higher_is_better": HIGHER_IS_BETTER,
+        "counts": {f"distance_le_{k}": result.counts[k] for k in THRESHOLDS},
+        "upstream_rounded": upstream_rounded(result),
+        "warnings": loaded.warnings,
+        "notes": loaded.notes,
+        "analysis": analysis or {},
+    }
+
+
+def sample_records(result: HmerResult) -> list[dict]:
+    """One ``<stem>_samples.jsonl`` row per sample: id, distance, edit score, texts and edit ops."""
+    records = []
+    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment) in enumerate(
+        zip(
+            result.ids,
+            result.gts,
+            result.preds,
+            result.gt_tokens,
+            result.pred_tokens,
+            result.alignments,
+            strict=True,
+        )
+    ):
+        records.append(
+            {
+                "index": index,
+                "id": sample_id,
+                "distance": alignment.distance,
+                "edit_score": edit_score(alignment.distance, len(gt_tokens), len(pred_tokens)),
+                "gt_len": len(gt_tokens),
+                "pred_len": len(pred_tokens),
+                "gt": gt,
+                "pred": pred,
+                "ops": [
+                    {
+                        "op": tag,
+                        "gt": gt_tokens[i1:i2],
+                        "pred": pred_tokens[j1:j2],
+                        "gt_span": [i1, i2],
+                        "pred_span": [j1, j2],
+                    }
+                    for tag, i1, i2, j1, j2 in alignment.ops
+                ],
+            }
+        )
+    return records
+
+
+def markdown_table(rows: list[tuple[str, HmerResult]]) -> str:
+    """One Markdown row per evaluated file (percentages with 2 decimals, rates with 4).
+
+    Example:
+
+    >>> from evaluators.hmer.loaders import HmerSample
+    >>> r = evaluate_samples([HmerSample("0", "a b", "a b"), HmerSample("1", "a b", "a c")])
+    >>> print(markdown_table([("demo", r)]))
+    | file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER |
+    |---|---|---|---|---|---|---|---|---|---|
+    | demo | 2 | 50.00 | 100.00 | 100.00 | 100.00 | 75.00 | 17.32 | 0.1667 | 0.2500 |
+    """
+    lines = [
+        "| file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        m = r.metrics
+        lines.append(
+            f"| {name} | {r.n} | {m['exprate']:.2f} | {m['error_le_1']:.2f} | {m['error_le_2']:.2f} | "
+            f"{m['error_le_3']:.2f} | {m['mean_edit_score']:.2f} | {m['bleu4']:.2f} | "
+            f"{m['token_edits_per_gt_char']:.4f} | {m['cer']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every file, write its outputs, print the table. Returns 0."""
+    if args.top < 0:
+        raise UserError(f"--top must be >= 0, got {args.top}.")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise UserError(f"--out-dir {args.out_dir} exists and is not a folder.")
+    stems = resolve_stems(list(args.files))
+    # Load (and validate) every input first: a bad file 3 must not leave outputs of files 1-2 behind.
+    loaded_files = [load_predictions(path, args.format) for path in args.files]
+    rows: list[tuple[str, HmerResult]] = []
+    for stem, loaded in zip(stems, loaded_files, strict=True):
+        result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
+        analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
+        out = args.out_dir
+        atomic_write_text(out / f"{stem}_results.txt", format_upstream_results(result))
+        atomic_write_json(out / f"{stem}_metrics.json", metrics_document(result, loaded, analysis))
+        write_jsonl_atomic(out / f"{stem}_samples.jsonl", sample_records(result))
+        if args.plots:
+            plot_analysis(analysis, out / f"{stem}_analysis.png", title=f"{stem} (N={result.n})")
+        logger.info(
+            "%s: N=%d, ExpRate %.2f%% -> %s/%s_*", loaded.path, result.n, result.metrics["exprate"], out, stem
+        )
+        rows.append((stem, result))
+    sys.stdout.write(markdown_table(rows) + "\n")
+    return 0

@@ -231,7 +231,9 @@ def _canonicalise_json(folder: Path) -> None:
     """Rewrite every JSON file with sorted keys so repeated builds give identical bytes."""
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(
+            json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
 
 def _folder_kb(folder: Path) -> float:

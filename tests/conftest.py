@@ -15,7 +15,9 @@ def shared_reference() -> Path:
     """``../shared/reference`` beside the checkout; tests using it skip with a message when absent."""
     ref = SHARED_DIR / "reference"
     if not ref.is_dir():
-        pytest.skip(f"reference data not found at {ref} (only present in the project workspace, not in a user's clone)")
+        pytest.skip(
+            f"reference data not found at {ref} (only present in the project workspace, not in a user's clone)"
+        )
     return ref
 
 

@@ -67,9 +67,16 @@ def _hmer_dataset(folder: Path, n: int = 8) -> Path:
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(BIN / "llamafactory-cli"), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=600
+        [str(BIN / "llamafactory-cli"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
-    assert result.returncode == 0, f"llamafactory-cli {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"llamafactory-cli {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     return result
 
 
@@ -98,7 +105,9 @@ def test_qlora_recipe_trains_exports_and_generates(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
     lora_b = [t for name, t in load_file(out / "adapter_model.safetensors").items() if "lora_B" in name]
-    assert lora_b and any(float(t.abs().sum()) > 0 for t in lora_b), "LoRA B is still zero: nothing was trained"
+    assert lora_b and any(float(t.abs().sum()) > 0 for t in lora_b), (
+        "LoRA B is still zero: nothing was trained"
+    )
 
     merged = tmp_path / "merged"
     _cli(

@@ -11,15 +11,39 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LF_RECIPES = ["unimumer_qlora.yaml", "unimumer_full.yaml", "unimumer_merge_lora.yaml", "unifer_sft.yaml"]
-DATASET_KEYS = {"file_name", "formatting", "columns", "tags", "ranking", "subset", "split", "folder", "num_samples"}
-SHAREGPT_TAGS = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag"}
+DATASET_KEYS = {
+    "file_name",
+    "formatting",
+    "columns",
+    "tags",
+    "ranking",
+    "subset",
+    "split",
+    "folder",
+    "num_samples",
+}
+SHAREGPT_TAGS = {
+    "role_tag",
+    "content_tag",
+    "user_tag",
+    "assistant_tag",
+    "observation_tag",
+    "function_tag",
+    "system_tag",
+}
 
 
 def _lf_fields() -> set[str]:
     from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
     from transformers import Seq2SeqTrainingArguments
 
-    classes = [DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments, Seq2SeqTrainingArguments]
+    classes = [
+        DataArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        Seq2SeqTrainingArguments,
+    ]
     return {f.name for cls in classes for f in dataclasses.fields(cls)}
 
 
@@ -62,7 +86,10 @@ def test_full_recipe_matches_paper():
 
 
 def test_deepspeed_configs_parse():
-    stages = {p.name: json.loads(p.read_text())["zero_optimization"]["stage"] for p in (REPO / "recipes/deepspeed").glob("*.json")}
+    stages = {
+        p.name: json.loads(p.read_text())["zero_optimization"]["stage"]
+        for p in (REPO / "recipes/deepspeed").glob("*.json")
+    }
     assert stages.get("ds_z2.json") == 2
     if "ds_z3.json" in stages:
         assert stages["ds_z3.json"] == 3
@@ -72,7 +99,9 @@ def test_dataset_info_entries_follow_mllm_demo():
     info = json.loads((REPO / "dataset_info" / "dataset_info.json").read_text())
     assert info, "dataset_info.json is empty"
     for name, entry in info.items():
-        assert set(entry) <= DATASET_KEYS, f"{name}: unknown keys {set(entry) - DATASET_KEYS} (LLaMA-Factory ignores them)"
+        assert set(entry) <= DATASET_KEYS, (
+            f"{name}: unknown keys {set(entry) - DATASET_KEYS} (LLaMA-Factory ignores them)"
+        )
         assert entry["formatting"] == "sharegpt"
         assert entry["columns"] == {"messages": "messages", "images": "images"}
         assert set(entry["tags"]) <= SHAREGPT_TAGS

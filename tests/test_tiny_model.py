@@ -12,7 +12,9 @@ from llamafactory_ext.tiny_model import QWEN_SPECIAL_TOKENS, build_tiny_model
 
 
 def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 def test_files_small_and_deterministic(tiny_model_dir, tmp_path):

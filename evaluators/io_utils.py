@@ -11,13 +11,46 @@ from typing import Any
 
 from evaluators.errors import UserError
 
-__all__ = ["atomic_write_json", "atomic_write_text", "iter_jsonl", "read_records", "write_jsonl_atomic"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "iter_jsonl",
+    "read_records",
+    "rejected_path",
+    "write_jsonl_atomic",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    A crash leaves either the old file or the new one, never a half-written file.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a" / "b.bin"
+    >>> atomic_write_bytes(p, b"hello").read_bytes()
+    b'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename).
-
-    A crash leaves either the old file or the new one, never a half-written file.
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`); newlines are kept as given.
 
     Example:
 
@@ -26,19 +59,19 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     >>> atomic_write_text(p, "hello").read_text()
     'hello'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def rejected_path(output: str | os.PathLike) -> Path:
+    """Where a builder lists the records it rejected: ``out.json`` → ``out.rejected.jsonl``.
+
+    Example:
+
+    >>> rejected_path("data/crohme_train_tree.json").as_posix()
+    'data/crohme_train_tree.rejected.jsonl'
+    """
+    output = Path(output)
+    return output.with_name(output.stem + ".rejected.jsonl")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:

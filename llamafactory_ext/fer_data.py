@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
-from evaluators.io_utils import atomic_write_json, read_records, write_jsonl_atomic
+from evaluators.io_utils import atomic_write_json, read_records, rejected_path, write_jsonl_atomic
 from evaluators.knowledge.answers import THINK_ANSWER_FORMAT_RE, extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 
@@ -266,18 +266,6 @@ def convert_records(
         entries.append(to_sharegpt(item["question"], item["response"], image))
     stats.written = len(entries)
     return entries, rejected, stats
-
-
-def rejected_path(output: str | os.PathLike) -> Path:
-    """``out.json`` → ``out.rejected.jsonl``.
-
-    Example:
-
-    >>> rejected_path("dataset_info/data/unifer_cot.json").as_posix()
-    'dataset_info/data/unifer_cot.rejected.jsonl'
-    """
-    output = Path(output)
-    return output.with_name(output.stem + ".rejected.jsonl")
 
 
 def convert_file(

@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from evaluators.io_utils import atomic_write_bytes
+
 __all__ = ["plot_confusion_matrix"]
 
 
@@ -61,21 +63,4 @@ def plot_confusion_matrix(
         fig.savefig(buffer, format="png", dpi=120)
     finally:
         plt.close(fig)
-    return _atomic_write_bytes(Path(path), buffer.getvalue())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(Path(path), buffer.getvalue())

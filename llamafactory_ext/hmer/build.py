@@ -24,6 +24,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evaluators.errors import UserError
+from evaluators.io_utils import rejected_path
 
 from .edl import correction_log, mark_errors
 from .prompts import MARKERS, TASKS, human_prompt
@@ -386,18 +387,6 @@ def write_sharegpt(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
         raise
     writer.commit()
     return writer.count
-
-
-def rejected_path(output: str | os.PathLike) -> Path:
-    """Where the rejected records of ``output`` go: ``out.json`` → ``out.rejected.jsonl``.
-
-    Example:
-
-    >>> rejected_path("data/crohme_train_tree.json").as_posix()
-    'data/crohme_train_tree.rejected.jsonl'
-    """
-    output = Path(output)
-    return output.with_name(output.stem + ".rejected.jsonl")
 
 
 def build_file(

@@ -1,0 +1,192 @@
+"""Run a Qwen2.5-VL model on HMER or FER inputs (vLLM or transformers), resumably, in upstream's formats.
+
+Inputs: HMER sharegpt files (vanilla, tree or can prompts), FERBench QA files (``--image-root`` joins their
+``image_path``) or JSONL of either; the task is detected per file. ``--out DIR`` receives, per input,
+``<stem>_infer.jsonl`` (one line per sample, written as chunks finish; a re-run resumes where it stopped)
+and, at the end, ``<stem>_pred.json`` (HMER) or ``<ds>_results.json`` (FER) for ``unitune eval``.
+
+Decoding defaults follow upstream per task (HMER: T 0.2, top-p 0.8, top-k 50, 2048 tokens; FER: greedy,
+1024 tokens, images 224x224); every flag overrides them.
+
+Examples:
+  unitune infer --model models/merged --out runs/crohme data/crohme_2014.json --backend vllm
+  unitune infer --model models/unifer --out runs/fer ferbench/rafdb_qa.json --image-root ferbench/images
+  unitune infer --model tiny --out runs/edl train.json --backend hf -n 4 --temperature 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from evaluators.errors import UserError
+from evaluators.inference.prompts import QWEN_DEFAULT_SYSTEM
+from evaluators.inference.runner import FileResult, InferenceSettings, run_inference
+
+__all__ = ["add_arguments", "add_inference_arguments", "pick_backend", "run", "settings_from_args"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model/prompt/decoding/backend options, shared with ``unitune eval-all``."""
+    group = parser.add_argument_group("backend")
+    group.add_argument(
+        "--backend",
+        choices=("auto", "vllm", "hf"),
+        default="auto",
+        help="vllm (GPU, production), hf (transformers; CPU or GPU); auto = vllm when installed and a GPU is "
+        "visible, else hf (default: auto)",
+    )
+    group.add_argument("--batch-size", type=int, default=8, help="hf: prompts per generate call (default 8)")
+    group.add_argument("--device", default="auto", help="hf: auto, cpu, cuda, cuda:N (default auto)")
+    group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default auto)")
+    group.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes 4-bit weights (GPU)")
+    group.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default 1)")
+    group.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm (default 0.9)")
+    group.add_argument("--max-model-len", type=int, default=None, help="vllm: context length cap")
+    group.add_argument(
+        "--chunk-size",
+        type=int,
+        default=2048,
+        help="vllm: requests submitted together and written before the next chunk; 0 = the whole file at "
+        "once (default 2048)",
+    )
+
+    group = parser.add_argument_group("prompt")
+    group.add_argument(
+        "--task", choices=("auto", "hmer", "fer"), default="auto", help="default: detected per file"
+    )
+    group.add_argument("--image-root", default=None, help="folder joined to each record's image path")
+    system = group.add_mutually_exclusive_group()
+    system.add_argument(
+        "--system-prompt",
+        default=QWEN_DEFAULT_SYSTEM,
+        help=f'explicit system turn (default: Qwen\'s "{QWEN_DEFAULT_SYSTEM}", as upstream Uni-MuMER; "" = empty)',
+    )
+    system.add_argument(
+        "--no-system-prompt",
+        action="store_true",
+        help="send no system turn and let the chat template decide (UniFER's inference)",
+    )
+    group.add_argument(
+        "--upstream-prompt",
+        action="store_true",
+        help="reproduce upstream's prompt: images prepended and the literal text <image> left in it "
+        "(default: the placeholder is replaced by the image, as in training)",
+    )
+    group.add_argument(
+        "--image-size", type=int, default=None, help="resize images to NxN; 0 = never (FER default 224)"
+    )
+
+    group = parser.add_argument_group("decoding (defaults: the task's upstream preset)")
+    group.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+    group.add_argument("--top-p", type=float, default=None)
+    group.add_argument("--top-k", type=int, default=None)
+    group.add_argument("--max-new-tokens", "--max-tokens", dest="max_new_tokens", type=int, default=None)
+    group.add_argument(
+        "-n", "--num-samples", dest="n", type=int, default=None, help="samples per input (EDL uses several)"
+    )
+    group.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    group.add_argument(
+        "--stop", action="append", default=None, help="stop string (repeatable; default Qwen's two)"
+    )
+    group.add_argument("--repetition-penalty", type=float, default=None)
+
+    group = parser.add_argument_group("run")
+    group.add_argument("--limit", type=int, default=None, help="only the first N records of each file")
+    group.add_argument("--overwrite", action="store_true", help="discard earlier results instead of resuming")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``unitune infer``."""
+    parser.add_argument("inputs", nargs="+", type=Path, help="HMER sharegpt / FERBench QA / JSONL files")
+    parser.add_argument("--model", required=True, help="merged Qwen2.5-VL checkpoint folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (resumed when it has results)")
+    add_inference_arguments(parser)
+
+
+def pick_backend(name: str) -> str:
+    """Resolve ``auto`` to ``vllm`` when vLLM is importable and CUDA is visible, else ``hf``."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "hf"
+    import torch
+
+    return "vllm" if torch.cuda.is_available() else "hf"
+
+
+def settings_from_args(args: argparse.Namespace, model: str | None = None) -> InferenceSettings:
+    """Turn parsed options into :class:`InferenceSettings` (``model`` overrides ``args.model``)."""
+    backend = pick_backend(args.backend)
+    if backend == "vllm":
+        options = {
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "load_in_4bit": args.load_in_4bit,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "max_model_len": args.max_model_len,
+            "dtype": args.dtype,
+            "chunk_size": args.chunk_size,
+        }
+    else:
+        options = {
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "dtype": args.dtype,
+            "load_in_4bit": args.load_in_4bit,
+        }
+    for name in ("n", "max_new_tokens", "limit", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "n": args.n,
+        "seed": args.seed,
+        "stop": args.stop,
+        "repetition_penalty": args.repetition_penalty,
+    }
+    return InferenceSettings(
+        model=str(model or args.model),
+        backend=backend,
+        task=args.task,
+        image_root=args.image_root,
+        system_prompt=None if args.no_system_prompt else args.system_prompt,
+        upstream_prompt=args.upstream_prompt,
+        image_size=args.image_size,
+        sampling=sampling,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        backend_options=options,
+        progress=not args.no_progress,
+    )
+
+
+def log_results(results: list[FileResult]) -> None:
+    """One log line per input file: counts and where the outputs are."""
+    for result in results:
+        logger.info(
+            "%s: %d records (%d done earlier, %d generated now, %d missing images) -> %s and %s",
+            result.input,
+            result.records,
+            result.done_before,
+            result.generated,
+            len(result.missing),
+            result.jsonl,
+            result.export,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``unitune infer``; exit status 1 when some records had missing images."""
+    results = run_inference(args.inputs, args.out, settings_from_args(args))
+    log_results(results)
+    return 0 if all(r.complete for r in results) else 1

@@ -1,0 +1,373 @@
+"""Resumable inference: one JSONL line per sample, written as chunks finish; a re-run skips what is done.
+
+For an input ``DIR/<stem>.json`` and ``--out OUT`` the runner writes:
+
+- ``OUT/<stem>_infer.jsonl``: one line per (id, sample) -- ``id``, ``sample_index``, ``prompt`` (the user
+  text sent), ``pred`` + ``gt`` (HMER) or ``model_response`` + ``true_label`` (FER), ``image_path`` --
+  appended and fsync'ed after every chunk, so a crash or ``kill -9`` loses only the chunk in flight.
+  A re-run reads it back (a torn last line is cut off), skips every (id, sample) already there and
+  generates the rest: each id ends up in the file exactly once per sample.
+- ``OUT/<stem>_infer.meta.json``: model and decoding settings; resuming with different ones is refused.
+- at the end, atomically, upstream's formats: ``OUT/<stem>_pred.json`` (HMER, ``[{gt, pred, image_path,
+  img_id}]``, first sample of each id) or ``OUT/<ds>_results.json`` (FER, the QA records plus
+  ``model_response``; ``<ds>`` is ``<stem>`` without a trailing ``_qa``), which ``unitune eval`` reads.
+- ``OUT/<stem>_missing.json`` when records have a missing/undecodable image: they are listed, counted,
+  skipped (retried on the next run), and appear in the upstream file as failures (HMER: empty ``pred``;
+  FER: ``"error": true`` and an ``ERROR: ...`` response, UniFER's convention).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluators.errors import UserError
+from evaluators.inference.model_dir import check_model_dir, load_processor
+from evaluators.inference.prompts import (
+    ImageProblem,
+    InferenceRecord,
+    PreparedRequest,
+    PromptOptions,
+    load_records,
+    prepare_request,
+)
+from evaluators.inference.sampling import TASK_PRESETS, Sampling, resolve_sampling
+from evaluators.io_utils import atomic_write_json
+
+__all__ = ["FileResult", "InferenceSettings", "export_path", "jsonl_path", "run_inference"]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of the meta file that must match for a run to resume an existing JSONL.
+_FINGERPRINT_KEYS = ("model", "task", "system_prompt", "upstream_prompt", "image_size", "sampling")
+
+
+@dataclass
+class InferenceSettings:
+    """Everything ``unitune infer`` needs besides the input files.
+
+    ``sampling`` holds overrides (``None`` = the task preset); ``image_size`` ``None`` = the task preset,
+    ``0`` = no resize; ``system_prompt`` ``None`` = no system turn.
+    """
+
+    model: str
+    backend: str = "hf"
+    task: str = "auto"
+    image_root: str | None = None
+    system_prompt: str | None = PromptOptions.system_prompt
+    upstream_prompt: bool = False
+    image_size: int | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    overwrite: bool = False
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    input: Path
+    task: str
+    jsonl: Path
+    export: Path
+    records: int
+    done_before: int
+    generated: int
+    missing: list[dict[str, Any]]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".jsonl", ".json"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def jsonl_path(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Where the per-sample JSONL of ``input_path`` goes.
+
+    Example:
+
+    >>> jsonl_path("data/crohme_2014.json", "out").as_posix()
+    'out/crohme_2014_infer.jsonl'
+    """
+    return Path(out_dir) / f"{_stem(Path(input_path))}_infer.jsonl"
+
+
+def export_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, task: str) -> Path:
+    """Where the upstream-format file of ``input_path`` goes.
+
+    Example:
+
+    >>> export_path("data/crohme_2014.json", "out", "hmer").as_posix()
+    'out/crohme_2014_pred.json'
+    >>> export_path("ferbench/rafdb_qa.json", "out", "fer").as_posix()
+    'out/rafdb_results.json'
+    """
+    stem = _stem(Path(input_path))
+    if task == "fer":
+        return Path(out_dir) / f"{stem.removesuffix('_qa') or stem}_results.json"
+    return Path(out_dir) / f"{stem}_pred.json"
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a last line without a newline (a write interrupted by a kill) so appends stay line-aligned."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+    logger.warning(
+        "%s: dropped a torn last line (%d bytes) left by an interrupted run.", path, len(data) - keep
+    )
+
+
+def _read_done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                key = (str(item["id"]), int(item["sample_index"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise UserError(
+                    f"{path}: line {number} is not a unitune inference record; move the file away or use --overwrite."
+                ) from None
+            done.setdefault(key, item)
+    return done
+
+
+def _fingerprint(settings: InferenceSettings, task: str, options: PromptOptions, sampling: Sampling) -> dict:
+    model = settings.model
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    return {
+        "model": model,
+        "task": task,
+        "system_prompt": options.system_prompt,
+        "upstream_prompt": options.upstream_prompt,
+        "image_size": options.image_size,
+        "sampling": sampling.as_dict(),
+    }
+
+
+def _check_meta(meta_path: Path, jsonl: Path, fingerprint: dict) -> None:
+    if not meta_path.is_file() or not jsonl.is_file() or jsonl.stat().st_size == 0:
+        return
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return
+    changed = [key for key in _FINGERPRINT_KEYS if old.get(key) != fingerprint.get(key)]
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
+        raise UserError(
+            f"{jsonl} was produced with other settings ({details}). Resuming would mix two runs: "
+            "use another --out, or --overwrite to start this file again."
+        )
+
+
+def _line(record: InferenceRecord, sample_index: int, prompt: str, text: str) -> dict[str, Any]:
+    line: dict[str, Any] = {"id": record.id, "sample_index": sample_index, "prompt": prompt}
+    if record.task == "fer":
+        line.update(model_response=text, true_label=record.gt)
+    else:
+        line.update(pred=text, gt=record.gt)
+    line["image_path"] = record.images[0] if len(record.images) == 1 else record.images
+    return line
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    size = size if size and size > 0 else max(1, len(items))
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _export(
+    task: str,
+    records: Sequence[InferenceRecord],
+    done: dict[tuple[str, int], dict[str, Any]],
+    missing: dict[str, str],
+    path: Path,
+) -> None:
+    rows = []
+    for record in records:
+        line = done.get((record.id, 0))
+        if line is None and record.id not in missing:
+            continue
+        image_path = record.images[0] if record.images else ""
+        if task == "fer":
+            row = dict(record.record)
+            if line is not None:
+                row["model_response"] = line["model_response"]
+            else:
+                row.update(model_response=f"ERROR: {missing[record.id]}", error=True)
+        else:
+            pred = line["pred"] if line is not None else ""
+            row = {"gt": record.gt or "", "pred": pred, "image_path": image_path, "img_id": record.id}
+        rows.append(row)
+    atomic_write_json(path, rows, indent=2)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="sample", dynamic_ncols=True, mininterval=1.0, disable=not enabled
+    )
+
+
+BackendFactory = Callable[[str, Any, InferenceSettings], Any]
+
+
+def make_backend(model: str, processor: Any, settings: InferenceSettings) -> Any:
+    """Build the backend named by ``settings.backend`` (vLLM is imported only here, lazily)."""
+    options = dict(settings.backend_options)
+    if settings.backend == "vllm":
+        from evaluators.inference.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model, processor, seed=int(settings.sampling.get("seed") or 0), **options)
+    if settings.backend == "hf":
+        from transformers import set_seed
+
+        from evaluators.inference.hf_backend import HFBackend
+
+        set_seed(int(settings.sampling.get("seed") or 0))
+        return HFBackend(model, processor, **options)
+    raise UserError(f"--backend must be hf or vllm, got {settings.backend!r}.")
+
+
+def run_inference(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    settings: InferenceSettings,
+    backend_factory: BackendFactory | None = None,
+) -> list[FileResult]:
+    """Run (or resume) inference over ``inputs``, writing into ``out_dir``; see the module docstring.
+
+    The model and processor are loaded only when some file still has work to do, so re-running a finished
+    job just re-writes the upstream files.
+
+    Raises:
+        UserError: missing inputs or model folder, a non-Qwen2.5-VL model, or a resume with other settings.
+    """
+    backend_factory = backend_factory or make_backend
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_model_dir(settings.model)
+
+    plans = []
+    for raw in inputs:
+        path = Path(raw)
+        records = load_records(path, settings.image_root, settings.task)
+        if settings.limit is not None:
+            records = records[: settings.limit]
+        task = records[0].task
+        preset_size = TASK_PRESETS[task]["image_size"]
+        size = preset_size if settings.image_size is None else (settings.image_size or None)
+        options = PromptOptions(settings.system_prompt, settings.upstream_prompt, size)
+        sampling = resolve_sampling(task, settings.sampling)
+        if sampling.n > 1 and sampling.greedy:
+            raise UserError(
+                f"-n {sampling.n} needs sampling: give --temperature > 0 (greedy samples are identical)."
+            )
+        jsonl = jsonl_path(path, out)
+        if jsonl.resolve() == path.resolve():
+            raise UserError(f"--out {out} would overwrite the input {path}; choose another --out.")
+        meta = jsonl.with_name(jsonl.name.removesuffix(".jsonl") + ".meta.json")
+        fingerprint = _fingerprint(settings, task, options, sampling)
+        if settings.overwrite:
+            jsonl.unlink(missing_ok=True)
+        _check_meta(meta, jsonl, fingerprint)
+        _repair_torn_tail(jsonl)
+        done = _read_done(jsonl)
+        todo = [r for r in records if any((r.id, k) not in done for k in range(sampling.n))]
+        plans.append((path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo))
+
+    backend = None
+    processor = None
+    if any(plan[-1] for plan in plans):
+        processor = load_processor(settings.model)
+        backend = backend_factory(settings.model, processor, settings)
+
+    results = []
+    for path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo in plans:
+        done_before = len({rid for rid, _ in done})
+        atomic_write_json(meta, fingerprint)
+        missing: dict[str, str] = {}
+        generated = 0
+        if todo:
+            logger.info("%s: %d of %d records to run (%s)", path, len(todo), len(records), task)
+        bar = _progress(len(todo), path.name, settings.progress and bool(todo))
+        step = getattr(backend, "chunk_size", 0) if backend is not None else 0
+        with jsonl.open("a", encoding="utf-8") as handle:
+            for chunk in _chunks(todo, step):
+                prepared: list[PreparedRequest] = []
+                for record in chunk:
+                    try:
+                        prepared.append(prepare_request(record, processor, options))
+                    except ImageProblem as err:
+                        missing[record.id] = str(err)
+                        logger.warning(
+                            "%s: record %d (id %s) skipped: %s", path, record.index, record.id, err
+                        )
+                        bar.update(1)
+                if not prepared:
+                    continue
+                outputs = backend.generate(prepared, sampling)
+                lines = []
+                for request, texts in zip(prepared, outputs, strict=True):
+                    for sample_index, text in enumerate(texts):
+                        key = (request.record.id, sample_index)
+                        if key in done:
+                            continue
+                        line = _line(request.record, sample_index, request.user_text, text)
+                        done[key] = line
+                        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+                handle.write("".join(lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+                generated += len(prepared)
+                bar.update(len(prepared))
+        bar.close()
+        target = export_path(path, out, task)
+        _export(task, records, done, missing, target)
+        missing_path = jsonl.with_name(jsonl.name.removesuffix("_infer.jsonl") + "_missing.json")
+        missing_rows = [
+            {"index": r.index, "id": r.id, "image_path": r.images, "problem": missing[r.id]}
+            for r in records
+            if r.id in missing
+        ]
+        if missing_rows:
+            atomic_write_json(missing_path, missing_rows)
+            logger.warning(
+                "%s: %d record(s) skipped for missing/undecodable images, listed in %s",
+                path,
+                len(missing_rows),
+                missing_path,
+            )
+        else:
+            missing_path.unlink(missing_ok=True)
+        results.append(
+            FileResult(path, task, jsonl, target, len(records), done_before, generated, missing_rows)
+        )
+    return results

@@ -1,0 +1,70 @@
+"""``unitune demo``: the whole pipeline on the tiny model, and the "not built yet" path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluators.cli import main as unitune
+from llamafactory_ext import demo
+
+
+@pytest.mark.slow
+def test_demo_skips_missing_pieces_and_exits_0(tmp_path, monkeypatch, capsys):
+    """With LLaMA-Factory, GRPO and the evaluators absent, the demo runs what it can and says the rest is missing."""
+    absent = {"trl_grpo.train", "evaluators.fer.cli"}
+    monkeypatch.setattr(demo, "_module_available", lambda name: name not in absent)
+    monkeypatch.setattr(demo, "_llamafactory_cli", lambda: None)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--n-hmer", "3", "--n-fer", "2", "--max-new-tokens", "4"]
+    assert unitune(argv) == 0
+    report = capsys.readouterr().out
+    status = {s["name"]: s["status"] for s in json.loads((out / "demo_summary.json").read_text())["steps"]}
+    assert status["unitune demo-data hmer"] == "done"
+    assert status["unitune infer -n 2 (EDL first pass)"] == "done"
+    assert status["unitune data hmer (5 tasks)"] == "done"
+    assert status["llamafactory-cli train (QLoRA)"] == "not built yet"
+    assert status["unitune infer (HMER test, merged model)"] == "skipped"
+    assert status["trl_grpo.train (GRPO, 2 steps)"] == "not built yet"
+    assert status["unitune eval-all (demo suite)"] == "not built yet"
+    assert "| llamafactory-cli train (QLoRA) | not built yet |" in report
+    assert "tiny RANDOM Qwen2.5-VL" in report and "near zero" in report
+    lines = (out / "edl_pass" / "hmer_demo_train_infer.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 2  # n = 2 samples per training formula
+
+    # Resuming: finished steps are reused, not redone.
+    assert unitune(argv) == 0
+    status = {s["name"]: s["status"] for s in json.loads((out / "demo_summary.json").read_text())["steps"]}
+    assert status["unitune demo-data hmer"] == status["unitune tiny-model"] == "reused"
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    """Every step with the real commands: data, EDL pass, QLoRA SFT, merge, infer, eval, GRPO, eval-all."""
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--n-hmer",
+        "4",
+        "--n-fer",
+        "4",
+        "--train-steps",
+        "1",
+        "--max-new-tokens",
+        "4",
+    ]
+    assert unitune(argv) == 0, (
+        (out / "demo_summary.md").read_text() if (out / "demo_summary.md").exists() else ""
+    )
+    report = capsys.readouterr().out
+    steps = json.loads((out / "demo_summary.json").read_text())["steps"]
+    assert [s["status"] for s in steps] == ["done"] * len(steps), steps
+    assert (out / "merged" / "model.safetensors").is_file()
+    assert (out / "grpo_fer" / "model.safetensors").is_file()
+    assert "| Demo HMER test | hmer | 4 | ExpRate |" in report
+    assert "| Demo FER test | fer | 7 | Acc (strict) |" in report
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert [d["status"] for d in summary["datasets"]] == ["ok", "ok"]

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from evaluators.knowledge.alignment import edit_distance
+from evaluators.knowledge.alignment import edit_distance, edit_similarity
 from evaluators.knowledge.answers import THINK_ANSWER_FORMAT_RE, completion_text, extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, tokenize
@@ -387,10 +387,7 @@ def _exact_match(gold: list[str], pred: list[str]) -> float:
 
 
 def _edit_score(gold: list[str], pred: list[str]) -> float:
-    longest = max(len(gold), len(pred))
-    if longest == 0:
-        return 1.0
-    return 1.0 - edit_distance(gold, pred) / longest
+    return edit_similarity(edit_distance(gold, pred), len(gold), len(pred))
 
 
 _HMER_METRICS = {"exact_match": _exact_match, "edit_score": _edit_score}

@@ -37,7 +37,7 @@ from rapidfuzz.distance import Levenshtein
 
 from evaluators.errors import UserError
 from evaluators.hmer.loaders import HmerSample
-from evaluators.knowledge.alignment import edit_opcodes
+from evaluators.knowledge.alignment import edit_opcodes, edit_similarity
 from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, normalize_latex, tokenize
 
 __all__ = [
@@ -119,11 +119,7 @@ def edit_score(distance: int, gt_len: int, pred_len: int) -> float:
     >>> edit_score(0, 0, 0), edit_score(3, 0, 3), edit_score(2, 2, 0)
     (100.0, 0.0, 0.0)
     """
-    if not gt_len and not pred_len:
-        return 100.0
-    if not gt_len or not pred_len:
-        return 0.0
-    return (1 - distance / max(gt_len, pred_len)) * 100
+    return edit_similarity(distance, gt_len, pred_len) * 100
 
 
 def mean_edit_score(distances: Sequence[int], gt_lens: Sequence[int], pred_lens: Sequence[int]) -> float:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-__all__ = ["edit_distance", "edit_opcodes"]
+__all__ = ["edit_distance", "edit_opcodes", "edit_similarity"]
 
 
 def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
@@ -39,3 +39,23 @@ def edit_opcodes(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tu
     """
     ops = Levenshtein.opcodes(list(reference), list(hypothesis))
     return [(op.tag, op.src_start, op.src_end, op.dest_start, op.dest_end) for op in ops]
+
+
+def edit_similarity(distance: int, reference_len: int, hypothesis_len: int) -> float:
+    """Uni-MuMER's per-sample edit score as a fraction: ``1 - d / max(len(gt), len(pred))``.
+
+    1.0 when both sequences are empty, 0.0 when exactly one is. The HMER evaluator reports it x 100
+    ("EditScore") and ``hmer_edit_score_reward`` returns it as is.
+
+    Example:
+
+    >>> edit_similarity(1, 4, 5)
+    0.8
+    >>> edit_similarity(0, 0, 0), edit_similarity(3, 0, 3), edit_similarity(2, 2, 0)
+    (1.0, 0.0, 0.0)
+    """
+    if not reference_len and not hypothesis_len:
+        return 1.0
+    if not reference_len or not hypothesis_len:
+        return 0.0
+    return 1 - distance / max(reference_len, hypothesis_len)

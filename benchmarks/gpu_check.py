@@ -69,36 +69,16 @@ def build(out_dir: Path, dry_run: bool = False) -> None:
     import torch
     from transformers import (
         GenerationConfig,
-        Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from llamafactory_ext.tiny_model import QWEN2_VL_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, _build_tokenizer
+    from llamafactory_ext.tiny_model import QWEN2_VL_CHAT_TEMPLATE, build_tokenizer, qwen2_5_vl_config
 
-    tokenizer = _build_tokenizer()
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
-    text = dict(
-        QWEN25_VL_3B_TEXT,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=QWEN25_VL_3B_VISION,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        torch_dtype="bfloat16",
-    )
+    tokenizer = build_tokenizer()
+    config = qwen2_5_vl_config(tokenizer, QWEN25_VL_3B_TEXT, QWEN25_VL_3B_VISION, torch_dtype="bfloat16")
     with torch.device("meta"):
         meta_model = Qwen2_5_VLForConditionalGeneration(config)
     n_params = sum(p.numel() for p in meta_model.parameters())
@@ -126,7 +106,7 @@ def build(out_dir: Path, dry_run: bool = False) -> None:
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id,
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        eos_token_id=[config.eos_token_id, config.pad_token_id],
         pad_token_id=config.pad_token_id,
         do_sample=False,
     )

@@ -14,7 +14,13 @@ import json
 import logging
 from pathlib import Path
 
-__all__ = ["QWEN_SPECIAL_TOKENS", "QWEN2_VL_CHAT_TEMPLATE", "build_tiny_model"]
+__all__ = [
+    "QWEN_SPECIAL_TOKENS",
+    "QWEN2_VL_CHAT_TEMPLATE",
+    "build_tiny_model",
+    "build_tokenizer",
+    "qwen2_5_vl_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ _CORPUS = [
 ]
 
 
-def _build_tokenizer():
+def build_tokenizer():
     """Train the byte-level BPE on the built-in corpus and wrap it as a Qwen2 fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
@@ -116,10 +122,34 @@ def _build_tokenizer():
     return tokenizer
 
 
-def _build_config(tokenizer):
+def qwen2_5_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs):
+    """A ``Qwen2_5_VLConfig`` of the given sizes whose special-token ids point at ``tokenizer``'s Qwen tokens.
+
+    Used for the tiny model and for the real-size random model of ``benchmarks/gpu_check.py``; ``kwargs``
+    go to the config (e.g. ``torch_dtype``).
+    """
     from transformers import Qwen2_5_VLConfig
 
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
+    special = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    return Qwen2_5_VLConfig(
+        text_config={**text_config, **special},
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        **special,
+        **kwargs,
+    )
+
+
+def _build_config(tokenizer):
     head_dim = 16  # hidden 64 / 4 heads; mrope sections must sum to head_dim / 2
     text_config = {
         "vocab_size": len(tokenizer),
@@ -133,9 +163,6 @@ def _build_config(tokenizer):
         "rope_theta": 1000000.0,
         "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [2, 3, 3]},
         "tie_word_embeddings": True,
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
     }
     assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
     vision_config = {
@@ -150,18 +177,7 @@ def _build_config(tokenizer):
         "window_size": 112,
         "fullatt_block_indexes": [1],
     }
-    return Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    return qwen2_5_vl_config(tokenizer, text_config, vision_config)
 
 
 def build_tiny_model(out_dir: str | Path) -> Path:
@@ -192,7 +208,7 @@ def build_tiny_model(out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer()
     config = _build_config(tokenizer)
 
     torch.manual_seed(_SEED)

@@ -70,14 +70,31 @@ def _not_built(name: str) -> int:
     return 3
 
 
+def _positionals(argv: list[str]) -> list[str]:
+    """The words of ``argv`` before its first option: the command and, for a group, its subcommand."""
+    words = []
+    for arg in argv:
+        if arg.startswith("-"):
+            if words:
+                break
+            continue  # a global option such as -v before the command
+        words.append(arg)
+    return words[:2]
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """Build the parser, importing only the plug-in modules of the command being run."""
+    """Build the parser, importing only the plug-in module of the command being run.
+
+    ``unitune eval hmer ...`` imports ``evaluators.hmer.cli`` and nothing else of the ``eval`` group; a
+    group's modules are all imported (for their help lines) only for ``unitune GROUP --help``.
+    """
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="unitune", description=__doc__.strip().splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    wanted = next((a for a in argv if not a.startswith("-")), None)
+    words = _positionals(argv)
+    wanted = words[0] if words else None
     for name, target in COMMANDS.items():
         if isinstance(target, str):
             if wanted == name:
@@ -88,11 +105,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         group = sub.add_parser(name, help=f"{name}: {', '.join(target)}")
         group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         group_sub.required = True
+        chosen = words[1] if wanted == name and len(words) > 1 and words[1] in target else None
         for sub_name, module_name in target.items():
-            if wanted == name:
+            if wanted == name and chosen in (None, sub_name):
                 _add(group_sub, sub_name, module_name)
             else:
-                group_sub.add_parser(sub_name)
+                group_sub.add_parser(sub_name, help=f"see `unitune {name} {sub_name} --help`")
     return parser
 
 

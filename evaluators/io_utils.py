@@ -80,8 +80,35 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
-    """Write one JSON object per line, atomically."""
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    """Write one JSON object per line, atomically, streaming: ``records`` may be a generator of any length.
+
+    Lines go to a temporary file in the same folder (buffered, fsync) that replaces ``path`` at the end,
+    so memory stays flat and a crash leaves the old file or none.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> write_jsonl_atomic(p, ({"i": i} for i in range(2))).read_text()
+    '{"i": 0}\\n{"i": 1}\\n'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    encoder = json.JSONEncoder(ensure_ascii=False).encode
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as handle:
+            write = handle.write
+            for record in records:
+                write(encoder(record))
+                write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:

@@ -1,7 +1,9 @@
 """FER metrics as pure functions returning plain dicts (JSON-ready floats and ints).
 
-Both protocols use scikit-learn's ``accuracy_score``, ``precision_recall_fscore_support`` and
-``confusion_matrix``; they differ in which labels the macro average runs over:
+The values are exactly scikit-learn's ``accuracy_score``, ``precision_recall_fscore_support(...,
+zero_division=0)`` and ``confusion_matrix`` (the same float operations in the same order; tests compare
+with ``==`` on random labels), computed with numpy alone: importing scikit-learn costs ~2 s, far more
+than scoring every FERBench file. The protocols differ in which labels the macro average runs over:
 
 - ``unifer``: macro P/R/F1 **without** ``labels=``, so every label seen in either list, ``"unknown"``
   included, is a class (UniFER's choice); matrix and per-class rows are restricted to ``labels``.
@@ -15,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 __all__ = ["compute_metrics", "empty_metrics"]
 
@@ -70,34 +71,49 @@ def compute_metrics(
     labels = list(labels)
     if not true_labels:
         return empty_metrics(labels)
-    # sklearn sorts and compares string labels slowly; integer codes in the same sorted order give the same
-    # classes, the same class order (so the same floating-point sums) and a much faster run.
-    codes = {label: code for code, label in enumerate(sorted({*labels, *true_labels, *pred_labels}))}
-    y_true = np.fromiter((codes[x] for x in true_labels), dtype=np.int64, count=len(true_labels))
-    y_pred = np.fromiter((codes[x] for x in pred_labels), dtype=np.int64, count=len(pred_labels))
-    label_codes = [codes[label] for label in labels]
-    accuracy = accuracy_score(y_true, y_pred)
-    macro_kwargs: dict[str, Any] = {"labels": label_codes} if macro_over_labels else {}
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0, **macro_kwargs
-    )
-    per_p, per_r, per_f, per_s = precision_recall_fscore_support(
-        y_true, y_pred, labels=label_codes, average=None, zero_division=0
-    )
-    if set(labels) & set(true_labels):
-        matrix = confusion_matrix(y_true, y_pred, labels=label_codes).tolist()
-    else:  # sklearn refuses a matrix whose labels never occur in y_true
-        matrix = [[0] * len(labels) for _ in labels]
+    # Integer codes in sorted label order: sklearn's classes are the sorted union of the labels seen.
+    names = sorted({*labels, *true_labels, *pred_labels})
+    codes = {label: code for code, label in enumerate(names)}
+    n = len(names)
+    y_true = np.fromiter(map(codes.__getitem__, true_labels), dtype=np.int64, count=len(true_labels))
+    y_pred = np.fromiter(map(codes.__getitem__, pred_labels), dtype=np.int64, count=len(pred_labels))
+    full = np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)  # rows true, columns predicted
+    tp_all, true_all, pred_all = np.diagonal(full), full.sum(axis=1), full.sum(axis=0)
+    label_codes = np.array([codes[label] for label in labels], dtype=np.int64)
+    seen = np.flatnonzero((true_all > 0) | (pred_all > 0))  # sklearn's unique_labels(y_true, y_pred)
+    macro_codes = label_codes if macro_over_labels else seen
+    precision, recall, f1 = (float(np.nanmean(v)) for v in _prf(tp_all, true_all, pred_all, macro_codes))
+    per_p, per_r, per_f = _prf(tp_all, true_all, pred_all, label_codes)
+    matrix = full[np.ix_(label_codes, label_codes)]
     return {
         "overall": {
-            "accuracy": float(accuracy),
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
+            "accuracy": int(tp_all.sum()) / len(true_labels),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
         },
         "per_class": [
             {"emotion": label, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, per_p, per_r, per_f, per_s, strict=True)
+            for label, p, r, f, s in zip(labels, per_p, per_r, per_f, true_all[label_codes], strict=True)
         ],
-        "confusion_matrix": [[int(v) for v in row] for row in matrix],
+        "confusion_matrix": matrix.tolist(),
     }
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` in float64, 0 where the denominator is 0 (``zero_division=0``)."""
+    denominator = denominator.astype(np.float64)
+    zero = denominator == 0
+    denominator[zero] = 1
+    result = numerator.astype(np.float64) / denominator
+    result[zero] = 0.0
+    return result
+
+
+def _prf(
+    tp: np.ndarray, true: np.ndarray, pred: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 of ``codes`` (in that order), as sklearn computes them."""
+    tp, true, pred = tp[codes], true[codes], pred[codes]
+    f1 = _divide(2.0 * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
+    return _divide(tp, pred), _divide(tp, true), f1

@@ -19,12 +19,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from evaluators.errors import UserError
 from evaluators.hmer.analysis import analyze, plot_analysis
 from evaluators.hmer.loaders import FORMATS, LoadedPredictions, load_predictions, output_stem
-from evaluators.hmer.metrics import HIGHER_IS_BETTER, THRESHOLDS, HmerResult, edit_score, evaluate_samples
+from evaluators.hmer.metrics import (
+    HIGHER_IS_BETTER,
+    THRESHOLDS,
+    HmerResult,
+    edit_score,
+    evaluate_samples,
+    gc_paused,
+)
 from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
 from evaluators.io_utils import atomic_write_json, atomic_write_text, write_jsonl_atomic
 from evaluators.knowledge.latex import EXTRACT_MODES
@@ -127,9 +135,18 @@ def metrics_document(
     }
 
 
-def sample_records(result: HmerResult) -> list[dict]:
-    """One ``<stem>_samples.jsonl`` row per sample: id, distance, edit score, texts and edit ops."""
-    records = []
+def sample_records(result: HmerResult) -> Iterator[dict]:
+    """One ``<stem>_samples.jsonl`` row per sample: id, distance, edit score, texts and edit ops.
+
+    A generator, so the rows are written as they are made instead of being held all at once.
+
+    Example:
+
+    >>> from evaluators.hmer.loaders import HmerSample
+    >>> row = next(sample_records(evaluate_samples([HmerSample("a", "x + 1", "x + 7")])))
+    >>> row["distance"], row["ops"]
+    (1, [{'op': 'replace', 'gt': ['1'], 'pred': ['7'], 'gt_span': [2, 3], 'pred_span': [2, 3]}])
+    """
     for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment) in enumerate(
         zip(
             result.ids,
@@ -141,29 +158,26 @@ def sample_records(result: HmerResult) -> list[dict]:
             strict=True,
         )
     ):
-        records.append(
-            {
-                "index": index,
-                "id": sample_id,
-                "distance": alignment.distance,
-                "edit_score": edit_score(alignment.distance, len(gt_tokens), len(pred_tokens)),
-                "gt_len": len(gt_tokens),
-                "pred_len": len(pred_tokens),
-                "gt": gt,
-                "pred": pred,
-                "ops": [
-                    {
-                        "op": tag,
-                        "gt": gt_tokens[i1:i2],
-                        "pred": pred_tokens[j1:j2],
-                        "gt_span": [i1, i2],
-                        "pred_span": [j1, j2],
-                    }
-                    for tag, i1, i2, j1, j2 in alignment.ops
-                ],
-            }
-        )
-    return records
+        yield {
+            "index": index,
+            "id": sample_id,
+            "distance": alignment.distance,
+            "edit_score": edit_score(alignment.distance, len(gt_tokens), len(pred_tokens)),
+            "gt_len": len(gt_tokens),
+            "pred_len": len(pred_tokens),
+            "gt": gt,
+            "pred": pred,
+            "ops": [
+                {
+                    "op": tag,
+                    "gt": gt_tokens[i1:i2],
+                    "pred": pred_tokens[j1:j2],
+                    "gt_span": [i1, i2],
+                    "pred_span": [j1, j2],
+                }
+                for tag, i1, i2, j1, j2 in alignment.ops
+            ],
+        }
 
 
 def markdown_table(rows: list[tuple[str, HmerResult]]) -> str:
@@ -193,7 +207,15 @@ def markdown_table(rows: list[tuple[str, HmerResult]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every file, write its outputs, print the table. Returns 0."""
+    """Evaluate every file, write its outputs, print the table. Returns 0.
+
+    The garbage collector is paused for the whole run (see :func:`~evaluators.hmer.metrics.gc_paused`).
+    """
+    with gc_paused():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UserError(f"--top must be >= 0, got {args.top}.")
     if args.out_dir.exists() and not args.out_dir.is_dir():

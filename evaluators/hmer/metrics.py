@@ -9,7 +9,7 @@ alignment's distance ``d``:
   0 when exactly one is.
 - ``bleu4`` = NLTK corpus BLEU (weights ``(0.25,) * 4``, ``SmoothingFunction().method4``) x 100,
   references ``[[gt_tokens]]``; :func:`bleu4` reproduces ``nltk.translate.bleu_score.corpus_bleu`` exactly
-  (tested with ``==``) but counts n-grams only where prediction and label differ.
+  (tested with ``==``) without importing nltk, and counts n-grams only where prediction and label differ.
 - ``token_edits_per_gt_char`` = sum of token distances / sum of ``len(gt)`` in characters: what upstream
   prints as "Character Error Rate". It mixes units, so it keeps that label only in the upstream text file.
 - ``cer`` = a true character error rate: character Levenshtein distance / label characters, whitespace
@@ -29,10 +29,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from fractions import Fraction
 from itertools import chain, repeat
 
-import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from evaluators.errors import UserError
@@ -48,9 +46,11 @@ __all__ = [
     "align",
     "bleu4",
     "bleu4_nltk",
+    "bleu_from_counts",
     "char_error_rate",
     "edit_score",
     "evaluate_samples",
+    "gc_paused",
     "mean_edit_score",
     "prepare_texts",
     "threshold_counts",
@@ -76,6 +76,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 
 _BLEU_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
 _ZEROS = repeat(0)
+#: Wrong samples whose n-grams are matched at once: bounds BLEU's memory whatever the corpus size.
+_BLEU_CHUNK = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,8 @@ def _matches_numpy(
 
     Returns ``None`` when the vocabulary has 2**16 tokens or more (the packing would not be exact).
     """
+    import numpy as np
+
     vocab = {token: i for i, token in enumerate(set(chain.from_iterable(references)).union(*hypotheses))}
     if len(vocab) >= 1 << 16:
         return None
@@ -221,7 +225,7 @@ def _matches_numpy(
     bits = max(1, (len(vocab) - 1).bit_length())  # bits per token id in a packed n-gram key
     sample_bits = max(1, (max(len(hypotheses), len(references)) - 1).bit_length())
 
-    def encode(seqs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode(seqs: Sequence[Sequence[str]]) -> tuple:
         ids = np.fromiter(map(lookup, chain.from_iterable(seqs)), dtype=np.int64)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
         sample = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
@@ -232,7 +236,7 @@ def _matches_numpy(
     hyp_ids, hyp_sample, hyp_room = encode(hypotheses)
     ref_ids, ref_sample, ref_room = encode(references)
 
-    def grams(ids: np.ndarray, sample: np.ndarray, room: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def grams(ids, sample, room, n: int) -> tuple:
         at = np.flatnonzero(room >= n)
         key = ids[at]
         for j in range(1, n):
@@ -261,13 +265,67 @@ def _matches_numpy(
     return matches
 
 
+def _wrong_matches(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> list[int]:
+    """Clipped n-gram matches (n = 1..4) of the samples that differ, :data:`_BLEU_CHUNK` samples at a time."""
+    matches = [0, 0, 0, 0]
+    wrong = [i for i, same in enumerate(map(operator.eq, references, hypotheses)) if not same]
+    for start in range(0, len(wrong), _BLEU_CHUNK):
+        chunk = wrong[start : start + _BLEU_CHUNK]
+        refs = [references[i] for i in chunk]
+        hyps = [hypotheses[i] for i in chunk]
+        counted = _matches_numpy(refs, hyps)
+        if counted is None:  # a huge vocabulary: exact Counter matching instead
+            counted = _matches_python(refs, hyps)
+        matches = [a + b for a, b in zip(matches, counted, strict=True)]
+    return matches
+
+
+def bleu_from_counts(
+    numerators: Sequence[int], denominators: Sequence[int], ref_len: int, hyp_len: int
+) -> float:
+    """Corpus BLEU-4 x 100 from summed n-gram counts, as ``nltk`` 3.8+ finishes ``corpus_bleu``.
+
+    ``numerators[k]`` / ``denominators[k]`` are the clipped matches / n-grams (each sample's count at least
+    1) of order ``k + 1``; ``ref_len`` and ``hyp_len`` the summed token lengths. Orders without a match
+    get ``SmoothingFunction().method4``: ``1 / (2**i * 5 / ln(hyp_len))`` over the denominator, ``i``
+    counting the smoothed orders from 1; the brevity penalty is ``exp(1 - ref_len / hyp_len)`` when
+    ``hyp_len <= ref_len``; the score is ``bp * exp(fsum(0.25 * ln p_n))`` over the positive ``p_n``.
+
+    Example:
+
+    >>> bleu_from_counts([4, 3, 2, 1], [4, 3, 2, 1], 4, 4)
+    100.0
+    >>> bleu_from_counts([2, 1, 0, 0], [3, 2, 1, 1], 3, 3) == bleu4_nltk([["a", "b", "c"]], [["a", "b", "d"]])
+    True
+    """
+    if numerators[0] == 0:
+        return 0.0
+    precisions = []
+    smoothed = 1
+    for numerator, denominator in zip(numerators, denominators, strict=True):
+        if numerator == 0 and hyp_len > 1:
+            precisions.append((1 / (2**smoothed * 5 / math.log(hyp_len))) / denominator)
+            smoothed += 1
+        else:
+            precisions.append(numerator / denominator)
+    log_sum = math.fsum(w * math.log(p) for w, p in zip(_BLEU_WEIGHTS, precisions, strict=True) if p > 0)
+    if hyp_len > ref_len:
+        penalty = 1.0
+    elif hyp_len == 0:
+        penalty = 0.0
+    else:
+        penalty = math.exp(1 - ref_len / hyp_len)
+    return penalty * math.exp(log_sum) * 100
+
+
 def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU-4 x 100 exactly as ``nltk`` computes it for upstream, one reference per sample.
 
     Same modified n-gram precision counts (denominator at least 1 per sample and order), brevity
-    penalty and ``SmoothingFunction().method4`` (nltk's own) as ``corpus_bleu(..., weights=(0.25,) * 4)``.
-    Exact matches are counted in closed form and the others' n-grams with numpy, which is what makes it
-    fast; tests check ``bleu4(...) == bleu4_nltk(...)`` exactly.
+    penalty and ``SmoothingFunction().method4`` as ``corpus_bleu(..., weights=(0.25,) * 4)``, finished by
+    :func:`bleu_from_counts` (nltk itself is not imported: its package pulls in scipy and pandas).
+    Exact matches are counted in closed form and the others' n-grams with numpy in bounded chunks;
+    tests check ``bleu4(...) == bleu4_nltk(...)`` exactly.
 
     Example:
 
@@ -278,35 +336,21 @@ def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str
     >>> bleu4([["a"]], [["b"]])
     0.0
     """
-    # nltk is imported here, not at module level: its package __init__ pulls in scipy (~2 s).
-    from nltk.translate.bleu_score import SmoothingFunction, brevity_penalty
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
     if not hypotheses:
         return 0.0
+    import numpy as np
+
     hyp_lens = np.fromiter(map(len, hypotheses), dtype=np.int64, count=len(hypotheses))
-    ref_total = sum(map(len, references))
-    hyp_total = int(hyp_lens.sum())
     exact = np.fromiter(map(operator.eq, references, hypotheses), dtype=bool, count=len(hypotheses))
-    wrong = np.flatnonzero(~exact).tolist()
-    wrong_refs = [references[i] for i in wrong]
-    wrong_hyps = [hypotheses[i] for i in wrong]
-    matches = _matches_numpy(wrong_refs, wrong_hyps) if wrong else [0, 0, 0, 0]
-    if matches is None:
-        matches = _matches_python(wrong_refs, wrong_hyps)
-    numerators = [0] * 5
-    denominators = [0] * 5
-    for n in (1, 2, 3, 4):
+    numerators = _wrong_matches(references, hypotheses) if not exact.all() else [0, 0, 0, 0]
+    denominators = [0, 0, 0, 0]
+    for k in range(4):
         # nltk: denominator max(1, number of n-grams); an exact match matches all its n-grams
-        denominators[n] = int(np.maximum(1, hyp_lens - n + 1).sum())
-        numerators[n] = int(np.maximum(0, hyp_lens[exact] - n + 1).sum()) + matches[n - 1]
-    if numerators[1] == 0:
-        return 0.0
-    p_n = [Fraction(numerators[n], denominators[n], _normalize=False) for n in (1, 2, 3, 4)]
-    p_n = SmoothingFunction().method4(p_n, references=None, hypothesis=hypotheses[-1], hyp_len=hyp_total)
-    log_sum = math.fsum(w * math.log(p) for w, p in zip(_BLEU_WEIGHTS, p_n, strict=True) if p > 0)
-    return brevity_penalty(ref_total, hyp_total) * math.exp(log_sum) * 100
+        denominators[k] = int(np.maximum(1, hyp_lens - k).sum())
+        numerators[k] += int(np.maximum(0, hyp_lens[exact] - k).sum())
+    return bleu_from_counts(numerators, denominators, sum(map(len, references)), int(hyp_lens.sum()))
 
 
 def bleu4_nltk(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
@@ -379,9 +423,22 @@ class HmerResult:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector: scoring allocates ~10 small lists per sample and holds them,
-    so generation-2 collections would rescan them all repeatedly (about 30% of the time at 100k)."""
+    so generation-2 collections would rescan them all repeatedly (about 30% of the time at 100k).
+
+    ``unitune eval hmer`` holds it for the whole run (loading, scoring, analysis, writing); the objects it
+    makes form no reference cycles, so nothing is left for the collector to free.
+
+    Example:
+
+    >>> import gc
+    >>> with gc_paused():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -410,7 +467,7 @@ def evaluate_samples(
     """
     if not samples:
         raise UserError("no samples to evaluate; an evaluation needs at least one.")
-    with _gc_paused():
+    with gc_paused():
         gts, preds = prepare_texts(samples, extract, normalize)
         gt_tokens = [tokenize(t) for t in gts]
         pred_tokens = [tokenize(t) for t in preds]

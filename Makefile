@@ -17,13 +17,14 @@ ARGS   ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-install: $(STAMP)  ## create .venv with unitune[train,dev] (pinned by constraints.txt); instant when done
+install: $(STAMP)  ## create .venv with unitune[train,dev,deepspeed] (pinned by constraints.txt); instant when done
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"unitune needs Python >= 3.11, found {sys.version}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[train,dev]'
+	# DeepSpeed (named by the default recipes) installs without CUDA: its ops compile on first use
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[train,dev,deepspeed]'
 	@touch $(STAMP)
 	@echo "installed into $(VENV) ($$(du -sh $(VENV) | cut -f1))"
 

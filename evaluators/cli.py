@@ -3,6 +3,8 @@
 Each subcommand lives in the module that holds its logic; a module plugs in by defining
 ``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args: argparse.Namespace) -> int``.
 Modules are imported only when their command is parsed, so ``unitune eval`` never imports torch.
+One spelling per concept: an output folder is ``--out-dir`` everywhere (:func:`add_out_dir`); the old
+``--out`` still works as a hidden alias. A bad option prints the usage of the subcommand it was given to.
 """
 
 from __future__ import annotations
@@ -10,11 +12,64 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 from evaluators.errors import UserError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HIDDEN_ALIASES", "HelpFormatter", "add_out_dir", "main", "plain_text"]
+
+#: Old option spellings that still parse but are not shown in ``--help``.
+HIDDEN_ALIASES = frozenset(["--out"])
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]*)`")
+
+
+def plain_text(text: str) -> str:
+    """Help text without reST markup (roles and double backticks), for the terminal.
+
+    Example:
+
+    >>> plain_text("writes ``OUT/x.json``; see :func:`llamafactory_ext.hmer.build_file` and `--k`")
+    'writes OUT/x.json; see llamafactory_ext.hmer.build_file and --k'
+    """
+    return _ROLE.sub(r"\1", text).replace("``", "").replace("`", "")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's layout, strips reST markup and hides :data:`HIDDEN_ALIASES`."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if o not in HIDDEN_ALIASES]
+        if shown == action.option_strings or not shown:
+            return super()._format_action_invocation(action)
+        copy = argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        return super()._format_action_invocation(copy)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return super()._fill_text(plain_text(text), width, indent)
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
+def add_out_dir(
+    parser: argparse.ArgumentParser, help: str, default: Path | None = None, required: bool = False
+) -> None:
+    """The output-folder option of every subcommand: ``--out-dir DIR`` (old spelling ``--out``, hidden).
+
+    Example:
+
+    >>> p = argparse.ArgumentParser(); add_out_dir(p, "where")
+    >>> p.parse_args(["--out", "x"]).out_dir, p.parse_args(["--out-dir", "y"]).out_dir
+    (PosixPath('x'), PosixPath('y'))
+    """
+    parser.add_argument(
+        "--out-dir", "--out", dest="out_dir", type=Path, default=default, required=required, help=help
+    )
+
 
 #: ``command -> module`` or ``command -> {subcommand -> module}``; help text is the module's first line.
 COMMANDS: dict[str, str | dict[str, str]] = {
@@ -59,10 +114,10 @@ def _add(subparsers: argparse._SubParsersAction, name: str, module_name: str) ->
         return
     module = importlib.import_module(module_name)
     parser = subparsers.add_parser(
-        name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        name, help=plain_text(summary), description=module.__doc__, formatter_class=HelpFormatter
     )
     module.add_arguments(parser)
-    parser.set_defaults(_run=module.run)
+    parser.set_defaults(_run=module.run, _parser=parser)
 
 
 def _not_built(name: str) -> int:
@@ -100,7 +155,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             if wanted == name:
                 _add(sub, name, target)
             else:
-                sub.add_parser(name, help=f"see `unitune {name} --help`")
+                sub.add_parser(name, help=f"see: unitune {name} --help")
             continue
         group = sub.add_parser(name, help=f"{name}: {', '.join(target)}")
         group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
@@ -118,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``unitune`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would report these with the top-level usage; name the subcommand's instead
+        leaf: Any = getattr(args, "_parser", parser)
+        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -15,17 +15,53 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "current_umask",
     "iter_jsonl",
     "read_records",
     "rejected_path",
+    "temp_sibling",
     "write_jsonl_atomic",
 ]
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for more than an instant).
+
+    Example:
+
+    >>> old = os.umask(0o027); current_umask() == 0o027; _ = os.umask(old)
+    True
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_sibling(path: str | os.PathLike) -> tuple[int, str]:
+    """Open a hidden temp file beside ``path`` for an atomic write: ``(fd, temp path)``.
+
+    Unlike bare :func:`tempfile.mkstemp` (always ``0o600``), the file gets the mode a plain ``open()``
+    would give it: ``0o666`` less the umask, so colleagues on a shared cluster can read the results.
+
+    Example:
+
+    >>> import tempfile, pathlib, stat
+    >>> old = os.umask(0o022)
+    >>> fd, tmp = temp_sibling(pathlib.Path(tempfile.mkdtemp()) / "x.json"); os.close(fd)
+    >>> oct(stat.S_IMODE(os.stat(tmp).st_mode)); _ = os.umask(old)
+    '0o644'
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
 
-    A crash leaves either the old file or the new one, never a half-written file.
+    A crash leaves either the old file or the new one, never a half-written file. The file gets the mode a
+    plain ``open()`` would give it (``0o666`` less the umask, see :func:`temp_sibling`).
 
     Example:
 
@@ -36,7 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

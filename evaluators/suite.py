@@ -1,6 +1,6 @@
 """Run a whole benchmark suite: infer (resuming finished work), evaluate, one summary table vs the papers.
 
-``unitune eval-all --model MODEL [--config SUITE.yaml] [--out DIR]`` reads the suite (default: the packaged
+``unitune eval-all --model MODEL [--config SUITE.yaml] [--out-dir DIR]`` reads the suite (default: the packaged
 ``evaluators/suites/all.yaml``: CROHME 2014/2016/2019/2023, HME100K, Im2LaTeXv2, MathWriting, MNE N1-N3,
 RAF-DB, FERPlus, AffectNet, SFEW 2.0), and for each dataset whose input file exists:
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_json, atomic_write_text
 
@@ -331,9 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root", type=Path, default=None, help="folder the suite's paths are relative to"
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default runs/eval-all/<model name>)"
-    )
+    add_out_dir(parser, "output folder (default runs/eval-all/<model name>)")
     parser.add_argument("--only", nargs="+", default=None, help="dataset names or slugs to run")
     add_inference_arguments(parser)
 
@@ -352,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--only {unknown}: not in {args.config}; known: {', '.join(d.name for d in datasets)}."
             )
     out = (
-        args.out
+        args.out_dir
         or Path("runs") / "eval-all" / Path(str(args.model or args.hmer_model or args.fer_model)).name
     )
     results = run_suite(datasets, models, out, args, meta["infer"], args.only)

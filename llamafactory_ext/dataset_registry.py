@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +30,12 @@ __all__ = [
     "check_entry",
     "load_dataset_info",
     "lookup_dataset",
+    "ensure_registrable",
     "register_dataset",
     "sharegpt_entry",
 ]
+
+logger = logging.getLogger(__name__)
 
 DATASET_INFO = "dataset_info.json"
 #: Top-level keys LLaMA-Factory 0.9.5 reads (``llamafactory/data/parser.py``).
@@ -174,13 +178,46 @@ def _relative_file_name(file_path: str | os.PathLike, dataset_dir: Path) -> str:
         return str(path)
 
 
+def _refuse_conflict(name: str, old: Any, entry: dict[str, Any], target: Path, force: bool) -> None:
+    if old is not None and old != entry and not force:
+        old_file = old.get("file_name", "?") if isinstance(old, dict) else "?"
+        raise UserError(
+            f"dataset {name!r} is already registered in {target} with file_name {old_file!r}; "
+            f"pass --force to replace it with {entry.get('file_name', '?')!r}."
+        )
+
+
+def ensure_registrable(
+    name: str,
+    file_path: str | os.PathLike,
+    dataset_dir: str | os.PathLike = "dataset_info",
+    force: bool = False,
+) -> None:
+    """Fail early (before a long build) when :func:`register_dataset` would refuse ``name``.
+
+    Raises:
+        UserError: ``name`` is registered with a different entry and ``force`` is not set.
+    """
+    folder = Path(dataset_dir)
+    entry = sharegpt_entry(_relative_file_name(file_path, folder))
+    check_entry(name, entry)
+    _refuse_conflict(
+        name, load_dataset_info(folder).get(name), entry, (folder / DATASET_INFO).resolve(), force
+    )
+
+
 def register_dataset(
     name: str,
     file_path: str | os.PathLike | None = None,
     dataset_dir: str | os.PathLike = "dataset_info",
     entry: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Add or replace the entry ``name`` in ``dataset_dir/dataset_info.json``, atomically and under a lock.
+    """Add the entry ``name`` to ``dataset_dir/dataset_info.json``, atomically and under a lock.
+
+    An existing entry is only replaced when it is identical (a re-run) or ``force`` is set. The absolute path
+    written is logged; creating a new ``dataset_info.json`` is logged as a warning, since a recipe only sees
+    it through a matching ``dataset_dir``.
 
     Args:
         name (`str`): the dataset name used in LLaMA-Factory recipes (``dataset: name``).
@@ -188,9 +225,13 @@ def register_dataset(
             when it lies inside it, else absolute. Builds :func:`sharegpt_entry` when ``entry`` is not given.
         dataset_dir (`str` or `os.PathLike`, defaults to ``"dataset_info"``): the folder of dataset_info.json.
         entry (`dict`, *optional*): a full entry instead (checked by :func:`check_entry`).
+        force (`bool`, defaults to `False`): replace a different existing entry of the same name.
 
     Returns:
         `dict`: the entry written. Other entries and their order are kept.
+
+    Raises:
+        UserError: a bad entry, or ``name`` is registered with a different entry and ``force`` is not set.
 
     Example:
 
@@ -200,6 +241,10 @@ def register_dataset(
     'crohme_train_tree.json'
     >>> list(json.loads((d / "dataset_info.json").read_text()))
     ['crohme_train_tree']
+    >>> register_dataset("crohme_train_tree", d / "other.json", d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: dataset 'crohme_train_tree' is already registered in ... with file_name 'crohme_train_tree.json'; pass --force to replace it with 'other.json'.
     """
     if entry is None:
         if file_path is None:
@@ -209,10 +254,20 @@ def register_dataset(
     check_entry(name, entry)
     folder = Path(dataset_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / DATASET_INFO).resolve()
     with _locked(folder):
+        created = not target.is_file()
         info = load_dataset_info(folder)
+        old = info.get(name)
+        _refuse_conflict(name, old, entry, target, force)
         info[name] = entry
-        atomic_write_json(folder / DATASET_INFO, info)
+        atomic_write_json(target, info)
+    if created:
+        logger.warning(
+            "created a new %s: LLaMA-Factory reads it only with dataset_dir: %s", target, target.parent
+        )
+    verb = "replaced" if old is not None and old != entry else "registered"
+    logger.info("%s %r in %s (file_name %s)", verb, name, target, entry.get("file_name"))
     return entry
 
 

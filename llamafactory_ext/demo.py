@@ -1,6 +1,6 @@
 """Run the whole Uni-MuMER + UniFER pipeline end to end on built-in synthetic data and a tiny model (CPU, offline).
 
-``unitune demo [--out runs/demo]`` chains the real commands, each step exactly as a user would run it:
+``unitune demo [--out-dir runs/demo]`` chains the real commands, each step exactly as a user would run it:
 
  1. ``unitune demo-data hmer`` / ``unitune demo-data fer``: rendered formulas, drawn faces;
  2. ``unitune tiny-model``: a tiny random Qwen2.5-VL (the stand-in for Qwen2.5-VL-3B/7B);
@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_json, atomic_write_text
 
@@ -215,7 +216,8 @@ class _Demo:
         if test.is_file():
             return StepResult("", "reused", outputs=[str(self.hmer_data)])
         self.unitune(
-            ["demo-data", "hmer", "--n", str(self.n_hmer), "--out", str(self.hmer_data)], "01_demo_data_hmer"
+            ["demo-data", "hmer", "--n", str(self.n_hmer), "--out-dir", str(self.hmer_data)],
+            "01_demo_data_hmer",
         )
         return StepResult("", "done", outputs=[str(self.hmer_data / "hmer_demo_train.json"), str(test)])
 
@@ -224,7 +226,7 @@ class _Demo:
         if qa.is_file():
             return StepResult("", "reused", outputs=[str(self.fer_data)])
         self.unitune(
-            ["demo-data", "fer", "--n", str(self.n_fer), "--out", str(self.fer_data)], "02_demo_data_fer"
+            ["demo-data", "fer", "--n", str(self.n_fer), "--out-dir", str(self.fer_data)], "02_demo_data_fer"
         )
         return StepResult("", "done", outputs=[str(self.fer_data / "fer_demo_rlvr.json"), str(qa)])
 
@@ -241,7 +243,7 @@ class _Demo:
             str(train),
             "--model",
             str(self.tiny),
-            "--out",
+            "--out-dir",
             str(self.edl_dir),
             "--backend",
             "hf",
@@ -347,7 +349,7 @@ class _Demo:
         out = self.eval / "demo_hmer_test" / "infer"
         test = self.hmer_data / "hmer_demo_test.json"
         self.unitune(
-            ["infer", str(test), "--model", str(self.merged), "--out", str(out), *self._infer_args()],
+            ["infer", str(test), "--model", str(self.merged), "--out-dir", str(out), *self._infer_args()],
             "08_infer_hmer",
         )
         return StepResult(
@@ -403,7 +405,7 @@ class _Demo:
             str(qa),
             "--model",
             str(self.grpo),
-            "--out",
+            "--out-dir",
             str(out),
             "--image-root",
             str(self.fer_data),
@@ -459,7 +461,7 @@ class _Demo:
             "eval-all",
             "--config",
             str(self.suite),
-            "--out",
+            "--out-dir",
             str(self.eval),
             "--backend",
             "hf",
@@ -571,27 +573,25 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune demo``."""
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)"
-    )
+    add_out_dir(parser, "output folder (default: %(default)s)", default=Path("runs/demo"))
     parser.add_argument("--n-hmer", type=int, default=48, help="training formulas to render (default 48)")
     parser.add_argument("--n-fer", type=int, default=16, help="training faces for GRPO (default 16)")
     parser.add_argument("--train-steps", type=int, default=4, help="QLoRA SFT steps (default 4)")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="tokens per generation (default 24)")
-    parser.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming")
+    parser.add_argument("--fresh", action="store_true", help="delete --out-dir first instead of resuming")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``unitune demo``; exit 1 when a step failed (steps not built yet are skipped, exit 0)."""
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
+    if args.fresh and args.out_dir.exists():
+        shutil.rmtree(args.out_dir)
     start = time.monotonic()
-    results = run_demo(args.out, args.n_hmer, args.n_fer, args.train_steps, args.max_new_tokens)
+    results = run_demo(args.out_dir, args.n_hmer, args.n_fer, args.train_steps, args.max_new_tokens)
     total = time.monotonic() - start
-    report = format_report(results, args.out.resolve(), total)
-    atomic_write_text(args.out / "demo_summary.md", report)
+    report = format_report(results, args.out_dir.resolve(), total)
+    atomic_write_text(args.out_dir / "demo_summary.md", report)
     atomic_write_json(
-        args.out / "demo_summary.json",
+        args.out_dir / "demo_summary.json",
         {"seconds": total, "steps": [r.__dict__ for r in results]},
     )
     _say(report)

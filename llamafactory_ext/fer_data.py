@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
-from evaluators.io_utils import atomic_write_json, read_records, rejected_path, write_jsonl_atomic
+from evaluators.io_utils import (
+    atomic_write_json,
+    read_records,
+    rejected_path,
+    temp_sibling,
+    write_jsonl_atomic,
+)
 from evaluators.knowledge.answers import THINK_ANSWER_FORMAT_RE, extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 
@@ -121,7 +126,7 @@ def resize_copy(source: Path, cache_dir: Path, size: int) -> Path:
     with Image.open(io.BytesIO(data)) as image:
         resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir)
+    fd, tmp = temp_sibling(target)
     try:
         with os.fdopen(fd, "wb") as handle:
             resized.save(handle, format="PNG")
@@ -280,15 +285,21 @@ def convert_file(
     register: str | None = None,
     dataset_dir: str | os.PathLike = "dataset_info",
     workers: int = 8,
+    force: bool = False,
 ) -> ConvertStats:
     """Convert ``input_path`` into ``output_path`` (atomic); see :func:`convert_records` for the checks.
 
     Rejected records go to :func:`rejected_path` (a stale one is removed when nothing is rejected).
-    ``register`` adds/replaces the entry ``register`` in ``dataset_dir/dataset_info.json`` (atomic, locked).
+    ``register`` adds the entry ``register`` to ``dataset_dir/dataset_info.json`` (atomic, locked); a different
+    existing entry is only replaced with ``force``, and that is checked before any work.
 
     Raises:
         UserError: unreadable or empty input, no valid record, or ``strict`` and a record was rejected.
     """
+    if register:
+        from llamafactory_ext.dataset_registry import ensure_registrable
+
+        ensure_registrable(register, output_path, dataset_dir, force)
     records = read_records(input_path)
     if not records:
         raise UserError(f"{input_path}: no records (empty file).")
@@ -317,16 +328,14 @@ def convert_file(
     if register:
         from llamafactory_ext.dataset_registry import register_dataset
 
-        entry = register_dataset(register, output_path, dataset_dir)
-        logger.info("registered %r in %s (file_name %s)", register, Path(dataset_dir) / "dataset_info.json",
-                    entry["file_name"])  # fmt: skip
+        register_dataset(register, output_path, dataset_dir, force=force)
     return stats
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``unitune data fer-sft``'s options on ``parser``."""
     parser.add_argument("input", type=Path, help="UniFER CoT records (JSON list or JSONL)")
-    parser.add_argument("--out", type=Path, default=Path("dataset_info/data/unifer_cot_sft.json"),
+    parser.add_argument("--output", "--out", type=Path, default=Path("dataset_info/data/unifer_cot_sft.json"),
                         help="sharegpt JSON to write (default: %(default)s)")  # fmt: skip
     parser.add_argument("--image-root", type=Path, help="folder the records' image_path values are under")
     parser.add_argument("--resize", type=int, metavar="PX",
@@ -335,8 +344,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
                         help="do not open the images (without --resize)")  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected record")
+    parser.add_argument("--register", metavar="NAME", help="add NAME to DATASET_DIR/dataset_info.json")
     parser.add_argument(
-        "--register", metavar="NAME", help="add/replace NAME in DATASET_DIR/dataset_info.json"
+        "--force", action="store_true", help="with --register: replace a different entry NAME"
     )
     parser.add_argument("--dataset-dir", type=Path, default=Path("dataset_info"),
                         help="folder of dataset_info.json (default: %(default)s)")  # fmt: skip
@@ -348,8 +358,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resize is not None and args.resize < 1:
         raise UserError(f"--resize must be a positive number of pixels, got {args.resize}.")
     stats = convert_file(
-        args.input, args.out, image_root=args.image_root, check_images=args.check_images, resize=args.resize,
+        args.input, args.output, image_root=args.image_root, check_images=args.check_images, resize=args.resize,
         cache_dir=args.cache_dir, strict=args.strict, register=args.register, dataset_dir=args.dataset_dir,
-        workers=args.workers,
+        workers=args.workers, force=args.force,
     )  # fmt: skip
     return 0 if stats.written else 1

@@ -181,7 +181,7 @@ def test_registry_keeps_other_entries_and_paths(tmp_path):
     (dataset_dir / "dataset_info.json").write_text(json.dumps({"mllm_demo": {"file_name": "mllm_demo.json"}}))
     register_dataset("inside", dataset_dir / "sub" / "a.json", dataset_dir)
     register_dataset("outside", tmp_path / "b.json", dataset_dir)
-    register_dataset("inside", dataset_dir / "c.json", dataset_dir)  # update in place
+    register_dataset("inside", dataset_dir / "c.json", dataset_dir, force=True)  # update in place
     info = json.loads((dataset_dir / "dataset_info.json").read_text())
     assert list(info) == ["mllm_demo", "inside", "outside"]
     assert info["inside"]["file_name"] == "c.json"

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import read_records, write_jsonl_atomic
 from evaluators.knowledge.answers import extract_answer
@@ -329,7 +330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune data fer-rlvr``."""
     parser.add_argument("input", type=Path, help="RLVR JSON/JSONL of {problem, solution, image_path}")
     parser.add_argument("--image-root", type=Path, default=None, help="folder image_path is relative to")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (grpo.jsonl + images/)")
+    add_out_dir(parser, "output folder (grpo.jsonl + images/)", required=True)
     parser.add_argument(
         "--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="square size; 0 keeps images as they are"
     )
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     records = read_records(args.input)
     convert_records(
         records,
-        args.out,
+        args.out_dir,
         image_root=args.image_root,
         task=args.task,
         image_size=args.image_size or None,

@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.fer.evaluate import ProtocolScore, load_results, results_stem, score_file, score_total
 from evaluators.fer.report import (
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--total", action="store_true", help="also pool the files as UniFER's eval_total")
     parser.add_argument("--dataset", choices=sorted(CANDIDATE_LABELS), help="force the dataset of every FILE")
     parser.add_argument("--plots", action="store_true", help="write confusion-matrix PNGs")
-    parser.add_argument("--out-dir", required=True, type=Path, help="folder for the outputs")
+    add_out_dir(parser, "folder for the outputs", required=True)
 
 
 def _write(out_dir: Path, stem: str, score: ProtocolScore, source, both: bool, plots: bool) -> Path:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.hmer.analysis import analyze, plot_analysis
 from evaluators.hmer.loaders import FORMATS, LoadedPredictions, load_predictions, output_stem
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "files", nargs="+", metavar="FILE", type=Path, help="prediction files (JSON or JSONL)"
     )
-    parser.add_argument("--out-dir", required=True, type=Path, help="folder for the per-file outputs")
+    add_out_dir(parser, "folder for the per-file outputs", required=True)
     parser.add_argument(
         "--extract",
         choices=EXTRACT_MODES,

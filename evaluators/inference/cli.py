@@ -1,7 +1,7 @@
 """Run a Qwen2.5-VL model on HMER or FER inputs (vLLM or transformers), resumably, in upstream's formats.
 
 Inputs: HMER sharegpt files (vanilla, tree or can prompts), FERBench QA files (``--image-root`` joins their
-``image_path``) or JSONL of either; the task is detected per file. ``--out DIR`` receives, per input,
+``image_path``) or JSONL of either; the task is detected per file. ``--out-dir DIR`` receives, per input,
 ``<stem>_infer.jsonl`` (one line per sample, written as chunks finish; a re-run resumes where it stopped)
 and, at the end, ``<stem>_pred.json`` (HMER) or ``<ds>_results.json`` (FER) for ``unitune eval``.
 
@@ -9,9 +9,9 @@ Decoding defaults follow upstream per task (HMER: T 0.2, top-p 0.8, top-k 50, 20
 1024 tokens, images 224x224); every flag overrides them.
 
 Examples:
-  unitune infer --model models/merged --out runs/crohme data/crohme_2014.json --backend vllm
-  unitune infer --model models/unifer --out runs/fer ferbench/rafdb_qa.json --image-root ferbench/images
-  unitune infer --model tiny --out runs/edl train.json --backend hf -n 4 --temperature 1.0
+  unitune infer --model models/merged --out-dir runs/crohme data/crohme_2014.json --backend vllm
+  unitune infer --model models/unifer --out-dir runs/fer ferbench/rafdb_qa.json --image-root ferbench/images
+  unitune infer --model tiny --out-dir runs/edl train.json --backend hf -n 4 --temperature 1.0
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.inference.prompts import QWEN_DEFAULT_SYSTEM
 from evaluators.inference.runner import FileResult, InferenceSettings, run_inference
@@ -104,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune infer``."""
     parser.add_argument("inputs", nargs="+", type=Path, help="HMER sharegpt / FERBench QA / JSONL files")
     parser.add_argument("--model", required=True, help="merged Qwen2.5-VL checkpoint folder")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (resumed when it has results)")
+    add_out_dir(parser, "output folder (resumed when it has results)", required=True)
     add_inference_arguments(parser)
 
 
@@ -187,6 +188,6 @@ def log_results(results: list[FileResult]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``unitune infer``; exit status 1 when some records had missing images."""
-    results = run_inference(args.inputs, args.out, settings_from_args(args))
+    results = run_inference(args.inputs, args.out_dir, settings_from_args(args))
     log_results(results)
     return 0 if all(r.complete for r in results) else 1

@@ -1,6 +1,6 @@
 """Resumable inference: one JSONL line per sample, written as chunks finish; a re-run skips what is done.
 
-For an input ``DIR/<stem>.json`` and ``--out OUT`` the runner writes:
+For an input ``DIR/<stem>.json`` and ``--out-dir OUT`` the runner writes:
 
 - ``OUT/<stem>_infer.jsonl``: one line per (id, sample) -- ``id``, ``sample_index``, ``prompt`` (the user
   text sent), ``pred`` + ``gt`` (HMER) or ``model_response`` + ``true_label`` (FER), ``image_path`` --
@@ -182,7 +182,7 @@ def _check_meta(meta_path: Path, jsonl: Path, fingerprint: dict) -> None:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
         raise UserError(
             f"{jsonl} was produced with other settings ({details}). Resuming would mix two runs: "
-            "use another --out, or --overwrite to start this file again."
+            "use another --out-dir, or --overwrite to start this file again."
         )
 
 
@@ -292,7 +292,7 @@ def run_inference(
             )
         jsonl = jsonl_path(path, out)
         if jsonl.resolve() == path.resolve():
-            raise UserError(f"--out {out} would overwrite the input {path}; choose another --out.")
+            raise UserError(f"--out-dir {out} would overwrite the input {path}; choose another --out-dir.")
         meta = jsonl.with_name(jsonl.name.removesuffix(".jsonl") + ".meta.json")
         fingerprint = _fingerprint(settings, task, options, sampling)
         if settings.overwrite:

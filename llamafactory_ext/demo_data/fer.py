@@ -1,6 +1,6 @@
 """Draw simple synthetic faces for a few expressions, in FERBench's QA format (demo data).
 
-``unitune demo-data fer --n 32 --out DIR`` draws cartoon faces with PIL (face shape, skin and background
+``unitune demo-data fer --n 32 --out-dir DIR`` draws cartoon faces with PIL (face shape, skin and background
 colours, eye and mouth positions jittered; brows, eyes and mouth set by the expression) and writes:
 
 - ``DIR/images/face_<split>_<k>.png`` (224x224, UniFER's input size)
@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from evaluators.cli import add_out_dir
 from evaluators.io_utils import atomic_write_json
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
 
@@ -191,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune demo-data fer``."""
     parser.add_argument("--n", type=int, default=32, help="RLVR training faces (default 32)")
     parser.add_argument("--n-test", type=int, default=None, help="QA test faces (default max(7, n/2))")
-    parser.add_argument("--out", type=Path, default=Path("demo_data/fer"), help="output folder")
+    add_out_dir(parser, "output folder (default: %(default)s)", default=Path("demo_data/fer"))
     parser.add_argument(
         "--dataset",
         choices=sorted(CANDIDATE_LABELS),
@@ -207,6 +208,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 0 or (args.n_test is not None and args.n_test < 0):
         raise UserError("--n and --n-test must not be negative.")
-    for kind, path in write_fer_demo(args.out, args.n, args.n_test, args.dataset, args.seed).items():
+    for kind, path in write_fer_demo(args.out_dir, args.n, args.n_test, args.dataset, args.seed).items():
         logger.info("%s: %s", kind, path)
     return 0

@@ -1,6 +1,6 @@
 """Render synthetic math formulas to images, in Uni-MuMER's vanilla sharegpt format (demo data).
 
-``unitune demo-data hmer --n 48 --out DIR`` draws random formulas (fractions, scripts, roots, sums,
+``unitune demo-data hmer --n 48 --out-dir DIR`` draws random formulas (fractions, scripts, roots, sums,
 integrals, limits, Greek letters, relations) with matplotlib's mathtext in several font sets, adds light
 noise and a slight rotation, and writes:
 
@@ -23,6 +23,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from evaluators.cli import add_out_dir
 from evaluators.io_utils import atomic_write_json
 from llamafactory_ext.hmer.prompts import human_prompt
 
@@ -184,7 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune demo-data hmer``."""
     parser.add_argument("--n", type=int, default=48, help="training formulas (default 48)")
     parser.add_argument("--n-test", type=int, default=None, help="test formulas (default max(4, n/4))")
-    parser.add_argument("--out", type=Path, default=Path("demo_data/hmer"), help="output folder")
+    add_out_dir(parser, "output folder (default: %(default)s)", default=Path("demo_data/hmer"))
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1 or (args.n_test is not None and args.n_test < 0):
         raise UserError("--n must be at least 1 and --n-test at least 0.")
-    paths = write_hmer_demo(args.out, args.n, args.n_test, args.seed)
+    paths = write_hmer_demo(args.out_dir, args.n, args.n_test, args.seed)
     for split, path in paths.items():
         logger.info("%s: %s", split, path)
     return 0

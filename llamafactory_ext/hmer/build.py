@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evaluators.errors import UserError
-from evaluators.io_utils import rejected_path
+from evaluators.io_utils import rejected_path, temp_sibling
 
 from .edl import correction_log, mark_errors
 from .prompts import MARKERS, TASKS, human_prompt
@@ -334,7 +333,7 @@ class _AtomicLines:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, self.tmp = temp_sibling(self.path)
         self.handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
 
     def commit(self) -> Path:
@@ -403,18 +402,24 @@ def build_file(
     register: str | None = None,
     dataset_dir: str | os.PathLike = "dataset_info",
     progress: bool = True,
+    force: bool = False,
 ) -> BuildStats:
     """Build ``output_path`` from ``input_path`` (see :mod:`llamafactory_ext.hmer.records` for inputs).
 
     Rejected records go to :func:`rejected_path` (one JSON object with a ``reason`` per line; a stale file
     from an earlier run is removed when nothing is rejected). With ``strict`` the first rejection raises
-    :class:`UserError` and nothing is written. ``register`` adds/updates ``dataset_dir/dataset_info.json``.
+    :class:`UserError` and nothing is written. ``register`` adds an entry to ``dataset_dir/dataset_info.json`` (a different existing one only with ``force``;
+    checked before any work).
     Relative image paths are checked against ``image_root`` (default: the input file's folder), then the
     working directory, and written as given unless ``absolute_images``.
 
     Raises:
         UserError: bad input, or ``strict`` and a record was rejected.
     """
+    from llamafactory_ext.dataset_registry import ensure_registrable, register_dataset
+
+    if register:
+        ensure_registrable(register, output_path, dataset_dir, force)
     input_path = Path(input_path)
     if image_root is None:
         image_root = input_path if input_path.is_dir() else input_path.parent
@@ -461,17 +466,5 @@ def build_file(
     if stats.rejected:
         logger.warning("%d rejected records listed in %s", stats.rejected, rejected_path(output_path))
     if register:
-        entry = _register(register, output_path, dataset_dir)
-        logger.info(
-            "registered %r in %s (file_name %s)",
-            register,
-            Path(dataset_dir) / "dataset_info.json",
-            entry["file_name"],
-        )
+        register_dataset(register, output_path, dataset_dir, force=force)
     return stats
-
-
-def _register(name: str, output_path: str | os.PathLike, dataset_dir: str | os.PathLike) -> dict:
-    from llamafactory_ext.dataset_registry import register_dataset
-
-    return register_dataset(name, output_path, dataset_dir)

@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="fail on the first rejected record, write nothing"
     )
-    parser.add_argument("--register", metavar="NAME", help="add/update NAME in DATASET_DIR/dataset_info.json")
+    parser.add_argument("--register", metavar="NAME", help="add NAME to DATASET_DIR/dataset_info.json")
+    parser.add_argument(
+        "--force", action="store_true", help="with --register: replace a different entry NAME"
+    )
     parser.add_argument(
         "--dataset-dir", default="dataset_info", help="folder of dataset_info.json (default: %(default)s)"
     )
@@ -68,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
         register=args.register,
         dataset_dir=args.dataset_dir,
         progress=not args.no_progress,
+        force=args.force,
     )
     return 1 if stats.written == 0 and stats.rejected else 0

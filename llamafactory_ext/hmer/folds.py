@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_json, atomic_write_text
 
@@ -202,7 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "input", metavar="INPUT", help="labelled corpus (sharegpt/flat JSON or JSONL, caption.txt)"
     )
     parser.add_argument("--k", type=int, default=3, help="number of folds (default: %(default)s)")
-    parser.add_argument("--out-dir", required=True, help="folder for fold files, recipes/ and folds.json")
+    add_out_dir(parser, "folder for fold files, recipes/ and folds.json", required=True)
     parser.add_argument("--name", default="crohme_train", help="dataset name prefix (default: %(default)s)")
     parser.add_argument(
         "--tasks",

@@ -165,7 +165,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             if wanted == name and chosen in (None, sub_name):
                 _add(group_sub, sub_name, module_name)
             else:
-                group_sub.add_parser(sub_name, help=f"see `unitune {name} {sub_name} --help`")
+                group_sub.add_parser(sub_name, help=f"see: unitune {name} {sub_name} --help")
     return parser
 
 

@@ -130,7 +130,7 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_sibling(path)
     encoder = json.JSONEncoder(ensure_ascii=False).encode
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as handle:

@@ -126,3 +126,14 @@ def test_a_bad_flag_prints_the_subcommands_usage(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "hmer", "x.json", "--out-dir", "o", "--nope"])
     assert "usage: unitune eval hmer" in capsys.readouterr().err
+
+
+def test_streamed_jsonl_keeps_the_umask(tmp_path):
+    from evaluators.io_utils import write_jsonl_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_jsonl_atomic(tmp_path / "s.jsonl", ({"i": i} for i in range(3)))
+    finally:
+        os.umask(old)
+    assert _mode(path) == 0o644

@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.unitune-installed
 MODEL  ?=
 CONFIG ?= evaluators/suites/all.yaml
-OUT    ?= eval_out
+OUT    ?=
 ARGS   ?=
 
 .PHONY: help install test lint format demo grpo-fer eval-all constraints clean
@@ -46,8 +46,8 @@ grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml); CPU smoke 
 	$(BIN)/python -m trl_grpo.train --config recipes/unifer_grpo.yaml $(ARGS)
 
 eval-all: install  ## infer + evaluate every dataset of a suite: make eval-all MODEL=path [CONFIG=...] [OUT=...]
-	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=$(OUT)]"; exit 2; }
-	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) --out-dir $(OUT) $(ARGS)
+	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=runs/eval-all/<model name>]"; exit 2; }
+	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 constraints: install  ## re-pin constraints.txt from the current .venv
 	@{ echo "# Resolved, tested set for unitune[train,dev] on CPython 3.11 (Linux x86_64). Regenerate: make constraints"; \

@@ -47,7 +47,7 @@ grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml); CPU smoke 
 
 eval-all: install  ## infer + evaluate every dataset of a suite: make eval-all MODEL=path [CONFIG=...] [OUT=...]
 	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=runs/eval-all/<model name>]"; exit 2; }
-	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) $(if $(OUT),--out $(OUT)) $(ARGS)
+	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) $(if $(OUT),--out-dir $(OUT)) $(ARGS)
 
 constraints: install  ## re-pin constraints.txt from the current .venv
 	@{ echo "# Resolved, tested set for unitune[train,dev] on CPython 3.11 (Linux x86_64). Regenerate: make constraints"; \

@@ -105,13 +105,13 @@ PLAN: dict[str, How] = {
     "--main_process_port 29500 --num_processes 16 -m trl_grpo.train --config recipes/unifer_grpo.yaml "
     "grpo.vllm_mode=colocate": How(SKIP, GPU_GRPO),
     # unitune infer
-    "unitune infer --model models/merged --out runs/crohme data/crohme_2014.json": How(
+    "unitune infer --model models/merged --out-dir runs/crohme data/crohme_2014.json": How(
         RUN, extra=FEW_TOKENS, expect=""
     ),
-    "unitune infer --model models/unifer --out runs/fer ferbench/rafdb_qa.json --image-root ferbench": How(
+    "unitune infer --model models/unifer --out-dir runs/fer ferbench/rafdb_qa.json --image-root ferbench": How(
         RUN, extra=FEW_TOKENS, expect=""
     ),
-    "unitune infer --model models/base --out runs/edl train.json --backend hf -n 4 --temperature 1.0": How(
+    "unitune infer --model models/base --out-dir runs/edl train.json --backend hf -n 4 --temperature 1.0": How(
         RUN, extra=FEW_TOKENS, expect=""
     ),
     # make eval-all
@@ -274,7 +274,7 @@ def test_readme_command_runs(command, workspace):
     assert done.returncode == how.rc, f"`{line}` exited {done.returncode}:\n{output[-3000:]}"
     assert how.expect in output, f"`{line}`: {how.expect!r} not in its output:\n{output[-3000:]}"
     if command.startswith("unitune infer"):
-        out = workspace / command.split("--out ")[1].split()[0]
+        out = workspace / command.split("--out-dir ")[1].split()[0]
         assert list(out.glob("*_infer.jsonl")), f"{command}: nothing written to {out}"
 
 

@@ -250,7 +250,7 @@ def _matches_numpy(
         if not len(hyp_k) or not len(ref_k):
             matches.append(0)
             continue
-        if n * bits + sample_bits <= 62:  # (sample, key) fits one int64
+        if n * bits + sample_bits <= 61:  # (sample, key, side bit) fits one int64
             hyp_c, ref_c = (hyp_s << n * bits) | hyp_k, (ref_s << n * bits) | ref_k
         else:  # densify the keys first, then combine with the sample index
             _, dense = np.unique(np.concatenate([hyp_k, ref_k]), return_inverse=True)
@@ -258,10 +258,15 @@ def _matches_numpy(
             width = int(dense.max()) + 1
             hyp_c = hyp_s * width + dense[: len(hyp_k)]
             ref_c = ref_s * width + dense[len(hyp_k) :]
-        hyp_u, hyp_n = np.unique(hyp_c, return_counts=True)
-        ref_u, ref_n = np.unique(ref_c, return_counts=True)
-        _, hyp_at, ref_at = np.intersect1d(hyp_u, ref_u, assume_unique=True, return_indices=True)
-        matches.append(int(np.minimum(hyp_n[hyp_at], ref_n[ref_at]).sum()))
+        # One sort of both sides, the side in the lowest bit: each run of equal (sample, n-gram) keys holds
+        # that n-gram's prediction count (bit 0) and label count (bit 1); the clipped match is their minimum.
+        both = np.concatenate([hyp_c << 1, (ref_c << 1) | 1])
+        both.sort()
+        key = both >> 1
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        in_ref = np.add.reduceat(both & 1, starts)
+        in_hyp = np.diff(np.append(starts, len(both))) - in_ref
+        matches.append(int(np.minimum(in_hyp, in_ref).sum()))
     return matches
 
 

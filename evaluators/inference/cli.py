@@ -40,7 +40,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
         help="vllm (GPU, production), hf (transformers; CPU or GPU); auto = vllm when installed and a GPU is "
         "visible, else hf (default: auto)",
     )
-    group.add_argument("--batch-size", type=int, default=8, help="hf: prompts per generate call (default 8)")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="hf: prompts per generate call, largest first (default: 8 on CPU; on a GPU one per GiB free "
+        "after loading the model, 8-64)",
+    )
     group.add_argument("--device", default="auto", help="hf: auto, cpu, cuda, cuda:N (default auto)")
     group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default auto)")
     group.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes 4-bit weights (GPU)")

@@ -9,9 +9,49 @@ from typing import Any
 from evaluators.inference.prompts import PreparedRequest
 from evaluators.inference.sampling import Sampling, clean_output
 
-__all__ = ["HFBackend", "generate_kwargs"]
+__all__ = ["SORT_WINDOW", "HFBackend", "batch_order", "generate_kwargs", "gpu_batch_size"]
 
 logger = logging.getLogger(__name__)
+
+#: The runner hands the backend ``SORT_WINDOW`` batches at a time; they are sorted by size before batching.
+SORT_WINDOW = 8
+
+
+def gpu_batch_size(free_bytes: int) -> int:
+    """Default prompts per ``generate`` call on a GPU: one per GiB free once the model is loaded, as a power
+    of two between 8 and 64 (a Qwen2.5-VL-3B sequence of 2k tokens holds ~75 MB of KV cache, the vision
+    tower's activations for one image a few hundred MB).
+
+    Example:
+
+    >>> gpu_batch_size(70 * 2**30), gpu_batch_size(20 * 2**30), gpu_batch_size(3 * 2**30)
+    (64, 16, 8)
+    """
+    per_gib = max(1, free_bytes // 2**30)
+    return max(8, min(64, 1 << (per_gib.bit_length() - 1)))
+
+
+def batch_order(requests: Sequence[PreparedRequest]) -> list[int]:
+    """Positions of ``requests`` from the largest (image pixels, then prompt length) to the smallest.
+
+    Batches of similar size pad little (Qwen2.5-VL's image token count grows with the pixels), and the
+    largest batch runs first, so an out-of-memory batch size fails at once. Equal sizes keep their order.
+
+    Example:
+
+    >>> from types import SimpleNamespace as R
+    >>> small, wide = R(size=(10, 10)), R(size=(30, 10))
+    >>> reqs = [R(images=[small], prompt="ab"), R(images=[wide], prompt="a"), R(images=[small], prompt="abc")]
+    >>> batch_order(reqs)
+    [1, 2, 0]
+    """
+
+    def size(position: int) -> tuple[int, int]:
+        request = requests[position]
+        pixels = sum(image.size[0] * image.size[1] for image in request.images)
+        return pixels, len(request.prompt)
+
+    return sorted(range(len(requests)), key=size, reverse=True)
 
 
 def generate_kwargs(sampling: Sampling, tokenizer: Any = None) -> dict[str, Any]:
@@ -56,7 +96,8 @@ class HFBackend:
     Args:
         model (`str`): checkpoint folder (already checked by the runner).
         processor: the processor the runner loaded (the one that rendered the prompts).
-        batch_size (`int`): prompts per ``generate`` call.
+        batch_size (`int`, *optional*): prompts per ``generate`` call; ``None`` = 8 on CPU, on a GPU
+            :func:`gpu_batch_size` of the memory free after loading the model.
         device (`str`): ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype (`str`): ``"auto"`` (bfloat16 on GPU, float32 on CPU), ``"bfloat16"``, ``"float16"``, ``"float32"``.
         load_in_4bit (`bool`): bitsandbytes NF4 weights (GPU).
@@ -68,7 +109,7 @@ class HFBackend:
         self,
         model: str,
         processor: Any,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         device: str = "auto",
         dtype: str = "auto",
         load_in_4bit: bool = False,
@@ -96,20 +137,31 @@ class HFBackend:
         self.device = device
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
+        if batch_size is None:
+            batch_size = (
+                gpu_batch_size(torch.cuda.mem_get_info(device)[0]) if device.startswith("cuda") else 8
+            )
         self.batch_size = max(1, int(batch_size))
-        self.chunk_size = self.batch_size  # the runner writes results after every generate call
+        # The runner hands over SORT_WINDOW batches per call (results are written after each call, in input
+        # order, so resume is unchanged); generate() sorts them by size first.
+        self.chunk_size = self.batch_size * SORT_WINDOW
         logger.info(
             "transformers backend: %s on %s (%s), batch size %d", model, device, torch_dtype, self.batch_size
         )
 
     def generate(self, requests: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
-        """Generate ``sampling.n`` outputs for each request, ``batch_size`` requests per call."""
+        """Generate ``sampling.n`` outputs for each request, in the order given.
+
+        Requests are batched ``batch_size`` at a time from the largest to the smallest (:func:`batch_order`).
+        """
         import torch
 
-        outputs: list[list[str]] = []
+        outputs: list[list[str]] = [[] for _ in requests]
         kwargs = generate_kwargs(sampling, self.processor.tokenizer)
-        for start in range(0, len(requests), self.batch_size):
-            batch = requests[start : start + self.batch_size]
+        order = batch_order(requests)
+        for start in range(0, len(order), self.batch_size):
+            positions = order[start : start + self.batch_size]
+            batch = [requests[position] for position in positions]
             images = [image for request in batch for image in request.images]
             inputs = self.processor(
                 text=[request.prompt for request in batch],
@@ -121,7 +173,7 @@ class HFBackend:
                 generated = self.model.generate(**inputs, **kwargs)
             new_tokens = generated[:, inputs["input_ids"].shape[1] :]
             texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-            for position in range(len(batch)):
-                chunk = texts[position * sampling.n : (position + 1) * sampling.n]
-                outputs.append([clean_output(text, sampling.stop) for text in chunk])
+            for slot, position in enumerate(positions):
+                chunk = texts[slot * sampling.n : (slot + 1) * sampling.n]
+                outputs[position] = [clean_output(text, sampling.stop) for text in chunk]
         return outputs

@@ -1,0 +1,290 @@
+"""Whole-process speed and peak memory of unitune's evaluators against the upstream scripts, side by side.
+
+Every job runs as a fresh process (interpreter start-up and imports included), ours and upstream's
+interleaved, ``--repeats`` times; the table shows medians of wall time and of peak RSS (``wait4``), the
+speed-up, the machine's load average, and whether the outputs agree (``results.txt`` byte for byte for
+HMER; accuracy and macro P/R/F1 for FER).
+
+Jobs (each skipped, with a message, when its upstream checkout is not given):
+
+- ``hmer``: every ``*_pred.json`` under ``<unimumer>/src_author/example_data/*/results*/`` (upstream's
+  committed predictions, ~55k samples) in one ``unitune eval hmer`` process (default outputs: results.txt,
+  metrics JSON with the analysis, samples JSONL) vs one process calling upstream's
+  ``TextEvaluator.evaluate`` (``scripts/eval_metrics_calculator.py``) on each file.
+- ``hmer-synthetic``: ``--n`` synthetic samples (default 1,000,000) in one upstream-format file, same two
+  commands: shows time and memory at scale.
+- ``fer``: the four FERBench files (real QA items of ``../shared``, synthetic responses from
+  ``bench_fer_eval.py``) scored by UniFER's five ``eval_*/code/eval_unifer.py`` scripts (one process each,
+  the time is their sum) vs one ``unitune eval fer --protocol unifer --total`` process.
+
+Upstream code is run from where it lies (a checkout outside this repository), never copied in::
+
+    git clone https://github.com/NhatPot/Uni-MuMER-project /tmp/Uni-MuMER-project
+    git clone https://github.com/zfkarl/UniFER /tmp/UniFER
+    pip install --target /tmp/upstream-deps editdistance  # upstream's only dependency we lack
+    .venv/bin/python benchmarks/bench_vs_upstream.py --unimumer /tmp/Uni-MuMER-project \\
+        --unifer /tmp/UniFER --upstream-path /tmp/upstream-deps
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FER_FILES = {
+    "affectnet": "affectnet_qa.json.gz",
+    "rafdb": "rafdb_qa.json.gz",
+    "ferplus": "ferplus_qa.json.gz",
+    "sfew_2.0": "sfew_2.0_qa.json.gz",
+}
+
+# Upstream's evaluator, called from its own checkout: argv = scripts folder, output folder, files...
+UPSTREAM_HMER_DRIVER = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from eval_metrics_calculator import TextEvaluator
+evaluator = TextEvaluator()
+for path in sys.argv[3:]:
+    name = os.path.basename(path)[: -len("_pred.json")] + "_results.txt"
+    evaluator.evaluate(path, os.path.join(sys.argv[2], name))
+"""
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process, which must succeed."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd[:6])} ...\n{stderr.decode()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def interleaved(jobs: dict[str, list[tuple[list[str], Path]]], env: dict, repeats: int) -> dict:
+    """Run each job's commands (summed) ``repeats`` times, alternating jobs; medians of time and peak RSS."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, commands in jobs.items():
+            seconds = peak = 0.0
+            for cmd, cwd in commands:
+                s, m = run_measured(cmd, cwd, env)
+                seconds += s
+                peak = max(peak, m)
+            runs[name].append((seconds, peak))
+    return {
+        name: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r), [s for s, _ in r])
+        for name, r in runs.items()
+    }
+
+
+def print_row(job: str, res: dict, ours: str, theirs: str, agree: str) -> None:
+    o_s, o_m, o_all = res[ours]
+    u_s, u_m, u_all = res[theirs]
+    print(
+        f"| {job} | {u_s:.2f} s, {u_m:.0f} MB | {o_s:.2f} s, {o_m:.0f} MB | **{u_s / o_s:.1f}×** | "
+        f"{u_m / o_m:.1f}× less | {agree} | {', '.join(f'{x:.2f}' for x in u_all)} / "
+        f"{', '.join(f'{x:.2f}' for x in o_all)} |"
+    )
+
+
+def env_with(paths: list[str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def stage_hmer(unimumer: Path, dest: Path) -> list[Path]:
+    """Upstream's prediction files under unique flat names (``CROHME__results_7b__crohme_2014_pred.json``)."""
+    files = []
+    for path in sorted((unimumer / "src_author" / "example_data").glob("*/results*/*_pred.json")):
+        if path.stat().st_size < 100:  # a Git LFS pointer, not the predictions
+            continue
+        target = dest / f"{path.parent.parent.name}__{path.parent.name}__{path.name}"
+        shutil.copyfile(path, target)
+        files.append(target)
+    return files
+
+
+def hmer_job(name: str, files: list[Path], work: Path, args, env: dict) -> None:
+    ours_out, up_out = work / "ours", work / "upstream"
+    ours_out.mkdir()
+    up_out.mkdir()
+    scripts = args.unimumer / "src_author" / "scripts"
+    res = interleaved(
+        {
+            "upstream": [
+                (
+                    [
+                        args.upstream_python,
+                        "-c",
+                        UPSTREAM_HMER_DRIVER,
+                        str(scripts),
+                        str(up_out),
+                        *map(str, files),
+                    ],
+                    work,
+                )
+            ],
+            "ours": [
+                (
+                    [
+                        sys.executable,
+                        "-m",
+                        "evaluators.cli",
+                        "eval",
+                        "hmer",
+                        *map(str, files),
+                        "--out-dir",
+                        str(ours_out),
+                    ],
+                    REPO,
+                )
+            ],
+        },
+        env,
+        args.repeats,
+    )
+    same = sum((up_out / p.name).read_bytes() == (ours_out / p.name).read_bytes() for p in up_out.iterdir())
+    agree = f"results.txt identical {same}/{len(files)}"
+    n = sum(len(json.loads(f.read_text(encoding="utf-8"))) for f in files) if len(files) > 1 else args.n
+    print_row(f"{name}: {len(files)} files, {n:,} samples", res, "ours", "upstream", agree)
+
+
+def synthetic_hmer(path: Path, n: int) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_hmer_eval import synthetic
+
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("[")
+        for i, s in enumerate(synthetic(n)):
+            handle.write(("," if i else "") + json.dumps({"gt": s.gt, "pred": s.pred, "img_id": s.id}))
+        handle.write("]")
+
+
+def fer_job(work: Path, args, env: dict) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_fer_eval import synthetic_response
+
+    rng = random.Random(0)
+    ours_files = []
+    for dataset, qa in FER_FILES.items():
+        with gzip.open(args.shared / "reference" / "unifer_ferbench" / qa, "rt", encoding="utf-8") as handle:
+            items = [synthetic_response(item, rng) for item in json.load(handle)]
+        folder = work / "UniFER" / f"eval_{dataset}" / "results"
+        folder.mkdir(parents=True)
+        path = folder / f"{dataset}_unifer_7b_results.json"
+        path.write_text(json.dumps(items, indent=1), encoding="utf-8")
+        ours_files.append(path)
+    (work / "UniFER" / "eval_total" / "results").mkdir(parents=True)
+    scripts = [args.unifer / f"eval_{d}" / "code" / "eval_unifer.py" for d in (*FER_FILES, "total")]
+    out = work / "ours"
+    res = interleaved(
+        {
+            "upstream": [([args.upstream_python, str(s)], work) for s in scripts],
+            "ours": [
+                (
+                    [sys.executable, "-m", "evaluators.cli", "eval", "fer", *map(str, ours_files)]
+                    + ["--protocol", "unifer", "--total", "--out-dir", str(out)],
+                    REPO,
+                )
+            ],
+        },
+        env,
+        args.repeats,
+    )
+    agree_n = 0
+    pairs = [
+        (f"eval_{d}/results/{d}_unifer_7b_metrics.json", f"{d}_unifer_7b_metrics.json") for d in FER_FILES
+    ]
+    pairs.append(("eval_total/results/unifer_7b_results.json", "total_metrics.json"))
+    for theirs, ours in pairs:
+        up = json.loads((work / "UniFER" / theirs).read_text())["overall"]
+        doc = json.loads((out / ours).read_text())
+        mine = doc.get("overall") or doc.get("metrics", {}).get("overall", {})
+        agree_n += all(mine.get(k) == v for k, v in up.items())
+    n = sum(len(json.loads(p.read_text())) for p in ours_files)
+    print_row(
+        f"fer: 4 files + pooled, {n:,} items",
+        res,
+        "ours",
+        "upstream",
+        f"overall P/R/F1/acc equal {agree_n}/5",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unimumer", type=Path, help="checkout of NhatPot/Uni-MuMER-project")
+    parser.add_argument("--unifer", type=Path, help="checkout of zfkarl/UniFER")
+    parser.add_argument(
+        "--shared", type=Path, default=REPO.parent / "shared", help="the shared reference folder"
+    )
+    parser.add_argument(
+        "--upstream-python", default=sys.executable, help="interpreter for upstream's scripts"
+    )
+    parser.add_argument(
+        "--upstream-path", action="append", default=[], help="extra PYTHONPATH (editdistance)"
+    )
+    parser.add_argument("--jobs", default="hmer,fer,hmer-synthetic", help="comma-separated jobs to run")
+    parser.add_argument("--n", type=int, default=1_000_000, help="samples of hmer-synthetic")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--synthetic-repeats", type=int, default=1, help="repeats of hmer-synthetic (slow)")
+    args = parser.parse_args()
+    jobs = args.jobs.split(",")
+    env = env_with(args.upstream_path)
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs); medians of {args.repeats} runs"
+    )
+    print("\n| job | upstream | unitune | speed-up | memory | outputs | runs (s): upstream / unitune |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp:
+        tmp_path = Path(tmp)
+        if "hmer" in jobs:
+            if args.unimumer and (args.unimumer / "src_author").is_dir():
+                work = tmp_path / "hmer"
+                work.mkdir()
+                hmer_job("hmer", stage_hmer(args.unimumer, work), work, args, env)
+            else:
+                print(
+                    "| hmer | skipped: give --unimumer (a checkout of NhatPot/Uni-MuMER-project) | | | | | |"
+                )
+        if "fer" in jobs:
+            if args.unifer and (args.unifer / "eval_total").is_dir() and (args.shared / "reference").is_dir():
+                work = tmp_path / "fer"
+                work.mkdir()
+                fer_job(work, args, env)
+            else:
+                print(
+                    f"| fer | skipped: give --unifer (zfkarl/UniFER) and --shared ({args.shared}) | | | | | |"
+                )
+        if "hmer-synthetic" in jobs:
+            if args.unimumer and (args.unimumer / "src_author").is_dir():
+                work = tmp_path / "synthetic"
+                work.mkdir()
+                path = work / "synthetic_pred.json"
+                synthetic_hmer(path, args.n)
+                repeats, args.repeats = args.repeats, args.synthetic_repeats
+                hmer_job("hmer-synthetic", [path], work, args, env)
+                args.repeats = repeats
+            else:
+                print("| hmer-synthetic | skipped: give --unimumer | | | | | |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

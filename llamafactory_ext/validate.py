@@ -1,9 +1,10 @@
 """Check a sharegpt dataset before training: turns, <image> tokens, images on disk, and HMER answers.
 
 ``unitune data validate NAME_OR_FILE`` reads a dataset by its ``dataset_info.json`` name (columns and tags from
-the entry, images resolved against ``--media-dir``, default the dataset folder, like LLaMA-Factory) or a JSON /
-JSONL file directly (standard one-image sharegpt layout, images resolved against the file's folder, then the
-working directory). LLaMA-Factory only warns and drops malformed rows mid-run; this fails loudly first.
+the entry) or a JSON / JSONL file directly (standard one-image sharegpt layout). Images are resolved exactly as
+LLaMA-Factory 0.9.5 does: ``--media-dir/PATH`` when that is a file (``--media-dir`` defaults to ``--dataset-dir``,
+as LLaMA-Factory's ``media_dir`` defaults to ``dataset_dir``), else PATH from the working directory. So run it
+from where you will train. LLaMA-Factory only warns and drops malformed rows mid-run; this fails loudly first.
 
 Per record: ``messages`` is a non-empty list; turns alternate user/assistant (an optional leading system turn)
 and end with the assistant; contents are non-empty strings; the number of ``<image>`` tokens equals
@@ -38,6 +39,7 @@ from llamafactory_ext.hmer.prompts import (
 )
 from llamafactory_ext.hmer.records import iter_json_objects
 from llamafactory_ext.hmer.tree_cot import TreeParseError, can_answer, latex_to_tree
+from llamafactory_ext.media import resolve_media
 
 __all__ = ["CONTENT_TASKS", "Problem", "add_arguments", "run", "validate_dataset", "validate_records"]
 
@@ -236,9 +238,7 @@ def validate_records(
             )
         if check_images:
             for image in images:
-                path = Path(media_dir) / image if media_dir is not None else Path(image)
-                if not path.is_file():
-                    path = Path(image)
+                path = resolve_media(image, media_dir)
                 if not path.is_file():
                     where = (
                         f" (looked in {media_dir} and the working directory)" if media_dir is not None else ""
@@ -268,17 +268,15 @@ def validate_dataset(
 ) -> tuple[int, list[Problem]]:
     """Validate a dataset by dataset_info name or by file; return ``(number of records, problems)``.
 
-    An existing file path wins over a dataset name. For a name, ``media_dir`` defaults to ``dataset_dir``
-    (LLaMA-Factory's default); for a file, to the file's folder.
+    An existing file path wins over a dataset name. ``media_dir`` defaults to ``dataset_dir``, LLaMA-Factory's
+    default; images are resolved by :func:`llamafactory_ext.media.resolve_media`, LLaMA-Factory's rule.
 
     Raises:
         UserError: unknown name, bad dataset_info entry, or unreadable file.
     """
     path = Path(target)
     entry: dict[str, Any] | None = None
-    if path.is_file():
-        default_media = path.parent
-    else:
+    if not path.is_file():
         if path.suffix.lower() in (".json", ".jsonl") or os.sep in str(target):
             raise UserError(f"{target}: no such file.")
         entry, path = lookup_dataset(str(target), dataset_dir)
@@ -286,7 +284,6 @@ def validate_dataset(
             raise UserError(
                 f"dataset {target!r}: only sharegpt datasets can be validated, not {entry.get('formatting', 'alpaca')}."
             )
-        default_media = Path(dataset_dir)
     count = 0
 
     def counted() -> Iterator[tuple[int, Any]]:
@@ -297,7 +294,7 @@ def validate_dataset(
 
     problems = list(
         validate_records(
-            counted(), entry, media_dir if media_dir is not None else default_media, check_images, task
+            counted(), entry, media_dir if media_dir is not None else dataset_dir, check_images, task
         )
     )
     return count, problems
@@ -311,7 +308,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset-dir", default="dataset_info", help="folder of dataset_info.json (default: %(default)s)"
     )
-    parser.add_argument("--media-dir", help="folder relative image paths are resolved against")
+    parser.add_argument(
+        "--media-dir", help="LLaMA-Factory's media_dir: relative image paths are looked up there first "
+        "(default: DATASET_DIR, as in LLaMA-Factory), then in the working directory"
+    )  # fmt: skip
     parser.add_argument(
         "--task",
         default="auto",

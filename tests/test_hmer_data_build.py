@@ -76,7 +76,8 @@ def test_cli_tree_register_and_rejections(corpus, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert main([*argv, "--register", "crohme_train_tree", "--dataset-dir", str(dataset_dir)]) == 0
     records = json.loads(out.read_text())
-    assert [r["images"] for r in records] == [["img/a.png"], ["img/d.png"]]  # kept as given
+    # outside the dataset folder: absolute, so LLaMA-Factory finds them from any working directory
+    assert [r["images"] for r in records] == [[str(tmp_path / "img" / n)] for n in ("a.png", "d.png")]
     assert records[0]["messages"][0] == {"from": "human", "value": "<image>" + TREE_PROMPT}
     assert records[0]["messages"][1]["value"].startswith("\\frac\n\ta (above)\n\t\t2 (sup)")
     rejected = [json.loads(line) for line in rejected_path(out).read_text().splitlines()]

@@ -124,14 +124,16 @@ def test_edl_from_predictions_file(tmp_path):
     pred_file = tmp_path / "preds.jsonl"
     pred_file.write_text("".join(json.dumps(p) + "\n" for p in preds))
     out = tmp_path / "find.json"
-    stats = build_file(labels, out, "error_find", predictions_path=pred_file, progress=False)
+    stats = build_file(
+        labels, out, "error_find", predictions_path=pred_file, progress=False, dataset_dir=tmp_path
+    )
     assert (stats.written, stats.rejected, stats.dropped_correct, stats.dropped_duplicate) == (2, 3, 1, 1)
     records = json.loads(out.read_text())
     assert [r["messages"][1]["value"] for r in records] == [
         "x ^ { <error_start> 6 <error_end> }",
         "x <deleted> { 1 }",
     ]
-    assert records[0]["images"] == ["img/im0.png"]
+    assert records[0]["images"] == ["img/im0.png"]  # relative to dataset_dir (LLaMA-Factory's media_dir)
     assert records[0]["messages"][0]["value"].endswith("erroneous formula: x ^ { 6 }\nMarked formula: ")
     reasons = [
         json.loads(line)["reason"] for line in (tmp_path / "find.rejected.jsonl").read_text().splitlines()

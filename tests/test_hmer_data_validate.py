@@ -33,7 +33,7 @@ def _record(prompt="<image>q", answer="x", images=("ok.png",)):
 def _kinds(tmp_path, records, **kwargs):
     path = tmp_path / "data.json"
     path.write_text(json.dumps(records))
-    count, problems = validate_dataset(path, **kwargs)
+    count, problems = validate_dataset(path, **{"dataset_dir": tmp_path, **kwargs})
     assert count == len(records)
     return [(p.index, p.kind) for p in problems], problems
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from evaluators.errors import UserError
 from evaluators.io_utils import rejected_path, temp_sibling
+from llamafactory_ext.media import media_path_for
 
 from .edl import correction_log, mark_errors
 from .prompts import MARKERS, TASKS, human_prompt
@@ -120,24 +121,34 @@ def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
 
 
 class _ImageChecker:
-    """Resolve image paths once (LRU), optionally rewriting them absolute."""
+    """Resolve image paths once (LRU) and choose the path to write (see :mod:`llamafactory_ext.media`)."""
 
-    def __init__(self, root: str | os.PathLike | None, check: bool, absolute: bool) -> None:
-        self.check, self.absolute = check, absolute
+    def __init__(
+        self,
+        root: str | os.PathLike | None,
+        check: bool,
+        absolute: bool,
+        media_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.check, self.absolute, self.media_dir = check, absolute, media_dir
         self._resolve: Callable[[str], Path | None] = lru_cache(maxsize=8192)(
             lambda image: resolve_image(image, root)
         )
 
     def __call__(self, image: str) -> tuple[str | None, str | None]:
         """``(path to write, None)`` or ``(None, reason)``."""
-        if not self.check and not self.absolute:
+        if not self.check and not self.absolute and self.media_dir is None:
             return image, None
         found = self._resolve(image)
         if found is None:
             if self.check:
                 return None, f"missing image: {image}"
             return image, None
-        return (str(found.resolve()) if self.absolute else image), None
+        if self.absolute:
+            return str(found.resolve()), None
+        if self.media_dir is not None:
+            return media_path_for(found, self.media_dir), None
+        return image, None
 
 
 def _reject(sample: HmerSample, reason: str, **extra: Any) -> dict[str, Any]:
@@ -249,6 +260,7 @@ def iter_build(
     image_root: str | os.PathLike | None = None,
     check_images: bool = True,
     absolute_images: bool = False,
+    media_dir: str | os.PathLike | None = None,
     stats: BuildStats | None = None,
 ) -> Iterator[tuple[dict | None, dict | None]]:
     """Stream ``(record, None)`` for each built record and ``(None, rejected)`` for each rejection.
@@ -261,6 +273,9 @@ def iter_build(
         image_root: folder relative image paths are looked up in first (then the working directory).
         check_images (`bool`, defaults to `True`): reject records whose image file does not exist.
         absolute_images (`bool`, defaults to `False`): write resolved absolute image paths.
+        media_dir (*optional*): the folder LLaMA-Factory will resolve images from (its ``media_dir``, by default
+            the registered ``dataset_dir``): found images are written relative to it when inside it, else
+            absolute. ``None`` writes paths as given.
         stats (`BuildStats`, *optional*): updated in place.
     """
     if task not in TASKS:
@@ -268,7 +283,7 @@ def iter_build(
     if predictions is not None and task not in EDL_TASKS:
         raise UserError(f"--predictions only applies to error_find / error_fix, not {task}.")
     stats = stats if stats is not None else BuildStats()
-    images = _ImageChecker(image_root, check_images, absolute_images)
+    images = _ImageChecker(image_root, check_images, absolute_images, media_dir)
     samples = (_as_sample(item, number) for number, item in enumerate(records))
 
     def reject(rejected: dict) -> tuple[None, dict]:
@@ -403,6 +418,7 @@ def build_file(
     dataset_dir: str | os.PathLike = "dataset_info",
     progress: bool = True,
     force: bool = False,
+    media_dir: str | os.PathLike | None = None,
 ) -> BuildStats:
     """Build ``output_path`` from ``input_path`` (see :mod:`llamafactory_ext.hmer.records` for inputs).
 
@@ -411,7 +427,9 @@ def build_file(
     :class:`UserError` and nothing is written. ``register`` adds an entry to ``dataset_dir/dataset_info.json`` (a different existing one only with ``force``;
     checked before any work).
     Relative image paths are checked against ``image_root`` (default: the input file's folder), then the
-    working directory, and written as given unless ``absolute_images``.
+    working directory. Found images are written so that LLaMA-Factory resolves them from ``media_dir``
+    (default ``dataset_dir``, LLaMA-Factory's default): relative to it when inside it, else absolute
+    (always absolute with ``absolute_images``).
 
     Raises:
         UserError: bad input, or ``strict`` and a record was rejected.
@@ -441,6 +459,7 @@ def build_file(
             image_root=image_root,
             check_images=check_images,
             absolute_images=absolute_images,
+            media_dir=dataset_dir if media_dir is None else media_dir,
             stats=stats,
         ):
             if record is not None:

@@ -2,8 +2,10 @@
 
 INPUT is a sharegpt JSON list or JSONL (``from``/``value`` or ``role``/``content``), flat records
 (``image``/``gt``/``pred``, e.g. upstream's ``*_pred.json``), or a CROHME ``caption.txt`` (or its folder).
-OUTPUT is a JSON list of ``{"messages": [human, gpt], "images": [path]}``. Image paths from JSON inputs are
-written as given (``--absolute-images`` writes them resolved); caption.txt images are written absolute.
+OUTPUT is a JSON list of ``{"messages": [human, gpt], "images": [path]}``. Each image is looked up (relative
+paths: in --image-root, default INPUT's folder, then the working directory) and written the way LLaMA-Factory
+finds it from --media-dir (default --dataset-dir, as in LLaMA-Factory): relative to that folder when the
+image lies inside it, else absolute (--absolute-images: always absolute).
 Rejected records (tree parse error, missing image, …) are listed with a reason in
 ``OUTPUT-stem.rejected.jsonl``; ``--strict`` fails instead. ``--register NAME`` adds the output to
 ``dataset_info.json`` (upstream names: crohme_train, crohme_train_tree, crohme_train_can, …).
@@ -44,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--absolute-images", action="store_true", help="write resolved absolute image paths")
     parser.add_argument(
+        "--media-dir", help="the media_dir of your recipe, if you set one (default: DATASET_DIR)"
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="fail on the first rejected record, write nothing"
     )
     parser.add_argument("--register", metavar="NAME", help="add NAME to DATASET_DIR/dataset_info.json")
@@ -72,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
         dataset_dir=args.dataset_dir,
         progress=not args.no_progress,
         force=args.force,
+        media_dir=args.media_dir,
     )
     return 1 if stats.written == 0 and stats.rejected else 0

@@ -9,7 +9,8 @@ fold *i*: ``DIR/NAME_fold{i}_train.json`` (the training tasks of the other folds
 (from ``--base-recipe``, default ``recipes/unimumer_full.yaml`` when present, with ``dataset``,
 ``dataset_dir`` and ``output_dir`` replaced), plus
 ``DIR/folds.json`` (the manifest: seed, sizes, ids per fold). Assignment is a seeded shuffle, so a run is
-reproducible. Afterwards: train each recipe, sample ``n`` predictions per held-out image with ``unitune infer``,
+reproducible. Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
+it when the image lies inside it, else absolute), wherever training runs. Afterwards: train each recipe, sample ``n`` predictions per held-out image with ``unitune infer``,
 concatenate the prediction JSONL files and run ``unitune data hmer --task error_find INPUT OUT --predictions P``.
 """
 
@@ -89,13 +90,12 @@ def assign_folds(n: int, k: int, seed: int = 0) -> list[int]:
     return folds
 
 
-def _build(samples: list[HmerSample], task: str) -> list[dict]:
+def _build(samples: list[HmerSample], task: str, image_root: Path, media_dir: Path) -> list[dict]:
     stats = BuildStats()
-    out = [
-        record
-        for record, _ in iter_build(samples, task, check_images=False, stats=stats)
-        if record is not None
-    ]
+    built = iter_build(
+        samples, task, image_root=image_root, check_images=False, media_dir=media_dir, stats=stats
+    )
+    out = [record for record, _ in built if record is not None]
     if stats.rejected:
         logger.warning(
             "%s: %d records rejected while building fold data (%s)", task, stats.rejected, dict(stats.reasons)
@@ -113,6 +113,7 @@ def make_folds(
     dataset_dir: str | os.PathLike | None = "dataset_info",
     base_recipe: dict[str, Any] | None = None,
     image_dir: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the fold files, register them and write one recipe per fold; return the manifest.
 
@@ -126,6 +127,7 @@ def make_folds(
         dataset_dir: folder of dataset_info.json to register in (``None``: do not register).
         base_recipe (`dict`, *optional*): recipe keys to start from (default :data:`DEFAULT_RECIPE`).
         image_dir: image folder of a caption.txt input.
+        force (`bool`, defaults to `False`): replace different dataset_info entries of the same names.
 
     Example:
 
@@ -142,6 +144,16 @@ def make_folds(
     samples = list(iter_samples(input_path, image_dir))
     folds = assign_folds(len(samples), k, seed)
     out_dir = Path(out_dir)
+    if dataset_dir is not None:
+        from llamafactory_ext.dataset_registry import ensure_registrable
+
+        for fold in range(k):
+            for part in ("train", "heldout"):
+                fold_name = f"{name}_fold{fold}_{part}"
+                ensure_registrable(fold_name, out_dir / f"{fold_name}.json", dataset_dir, force)
+    input_path = Path(input_path)
+    image_root = input_path if input_path.is_dir() else input_path.parent
+    media_dir = Path(dataset_dir) if dataset_dir is not None else out_dir  # the recipes' dataset_dir
     recipes_dir = out_dir / "recipes"
     manifest: dict[str, Any] = {
         "input": str(input_path),
@@ -153,8 +165,8 @@ def make_folds(
     for fold in range(k):
         heldout = [s for s, f in zip(samples, folds, strict=True) if f == fold]
         train = [s for s, f in zip(samples, folds, strict=True) if f != fold]
-        train_records = [record for task in tasks for record in _build(train, task)]
-        heldout_records = _build(heldout, "vanilla")
+        train_records = [record for task in tasks for record in _build(train, task, image_root, media_dir)]
+        heldout_records = _build(heldout, "vanilla", image_root, media_dir)
         train_name, heldout_name = f"{name}_fold{fold}_train", f"{name}_fold{fold}_heldout"
         train_file, heldout_file = out_dir / f"{train_name}.json", out_dir / f"{heldout_name}.json"
         write_sharegpt(train_file, train_records)
@@ -162,12 +174,12 @@ def make_folds(
         if dataset_dir is not None:
             from llamafactory_ext.dataset_registry import register_dataset
 
-            register_dataset(train_name, train_file, dataset_dir)
-            register_dataset(heldout_name, heldout_file, dataset_dir)
+            register_dataset(train_name, train_file, dataset_dir, force=force)
+            register_dataset(heldout_name, heldout_file, dataset_dir, force=force)
         recipe = dict(base_recipe if base_recipe is not None else DEFAULT_RECIPE)
         recipe.update(
             dataset=train_name,
-            dataset_dir=str(dataset_dir if dataset_dir is not None else out_dir),
+            dataset_dir=str(media_dir.resolve()),  # the recipe runs from any working directory
             output_dir=str(Path("saves") / f"{name}_fold{fold}"),
         )
         recipe_file = recipes_dir / f"{name}_fold{fold}.yaml"
@@ -215,6 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset-dir", default="dataset_info", help="dataset_info.json folder (default: %(default)s)"
     )
     parser.add_argument("--no-register", action="store_true", help="do not touch dataset_info.json")
+    parser.add_argument("--force", action="store_true", help="replace different entries of the same names")
     parser.add_argument(
         "--base-recipe",
         default=PROJECT_RECIPE,
@@ -248,5 +261,6 @@ def run(args: argparse.Namespace) -> int:
         None if args.no_register else args.dataset_dir,
         base,
         args.image_dir,
+        args.force,
     )
     return 0

@@ -21,6 +21,7 @@ __all__ = [
     "rejected_path",
     "temp_sibling",
     "write_jsonl_atomic",
+    "write_lines_atomic",
 ]
 
 
@@ -119,7 +120,7 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     """Write one JSON object per line, atomically, streaming: ``records`` may be a generator of any length.
 
     Lines go to a temporary file in the same folder (buffered, fsync) that replaces ``path`` at the end,
-    so memory stays flat and a crash leaves the old file or none.
+    so memory stays flat and a crash leaves the old file or none (see :func:`write_lines_atomic`).
 
     Example:
 
@@ -128,15 +129,30 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     >>> write_jsonl_atomic(p, ({"i": i} for i in range(2))).read_text()
     '{"i": 0}\\n{"i": 1}\\n'
     """
+    encoder = json.JSONEncoder(ensure_ascii=False).encode
+    return write_lines_atomic(path, (encoder(record) for record in records))
+
+
+def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
+    """Write ``lines`` (each without its newline) atomically and streaming, one per line, UTF-8.
+
+    For writers that format their JSONL lines themselves (faster than encoding a dict per line).
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> write_lines_atomic(p, iter(['{"a": 1}', "{}"])).read_text()
+    '{"a": 1}\\n{}\\n'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_sibling(path)
-    encoder = json.JSONEncoder(ensure_ascii=False).encode
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as handle:
             write = handle.write
-            for record in records:
-                write(encoder(record))
+            for line in lines:
+                write(line)
                 write("\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -17,9 +17,11 @@ token_edits_per_gt_char in the JSON, next to a true character error rate (cer).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Iterator
+from json.encoder import encode_basestring
 from pathlib import Path
 
 from evaluators.cli import add_out_dir
@@ -35,10 +37,18 @@ from evaluators.hmer.metrics import (
     gc_paused,
 )
 from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
-from evaluators.io_utils import atomic_write_json, atomic_write_text, write_jsonl_atomic
+from evaluators.io_utils import atomic_write_json, atomic_write_text, write_lines_atomic
 from evaluators.knowledge.latex import EXTRACT_MODES
 
-__all__ = ["add_arguments", "markdown_table", "metrics_document", "resolve_stems", "run", "sample_records"]
+__all__ = [
+    "add_arguments",
+    "markdown_table",
+    "metrics_document",
+    "resolve_stems",
+    "run",
+    "sample_lines",
+    "sample_records",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +158,11 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
     >>> row["distance"], row["ops"]
     (1, [{'op': 'replace', 'gt': ['1'], 'pred': ['7'], 'gt_span': [2, 3], 'pred_span': [2, 3]}])
     """
-    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment) in enumerate(
+    scores = result.edit_scores or [
+        edit_score(a.distance, len(g), len(p))
+        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
+    ]
+    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in enumerate(
         zip(
             result.ids,
             result.gts,
@@ -156,6 +170,7 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
             result.gt_tokens,
             result.pred_tokens,
             result.alignments,
+            scores,
             strict=True,
         )
     ):
@@ -163,7 +178,7 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
             "index": index,
             "id": sample_id,
             "distance": alignment.distance,
-            "edit_score": edit_score(alignment.distance, len(gt_tokens), len(pred_tokens)),
+            "edit_score": score,
             "gt_len": len(gt_tokens),
             "pred_len": len(pred_tokens),
             "gt": gt,
@@ -179,6 +194,57 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
                 for tag, i1, i2, j1, j2 in alignment.ops
             ],
         }
+
+
+def sample_lines(result: HmerResult) -> Iterator[str]:
+    """The JSON lines of :func:`sample_records`, formatted directly (byte-identical to ``json.dumps`` of each
+    row with ``ensure_ascii=False``, about twice as fast: most rows have no edit ops to encode).
+
+    Example:
+
+    >>> import json
+    >>> from evaluators.hmer.loaders import HmerSample
+    >>> r = evaluate_samples([HmerSample("a", "x + 1", "x + 7"), HmerSample('"b"', "\\\\alpha", "\\\\alpha")])
+    >>> list(sample_lines(r)) == [json.dumps(row, ensure_ascii=False) for row in sample_records(r)]
+    True
+    """
+    string = encode_basestring
+    encode_ops = json.JSONEncoder(ensure_ascii=False).encode
+    scores = result.edit_scores or [
+        edit_score(a.distance, len(g), len(p))
+        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
+    ]
+    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in enumerate(
+        zip(
+            result.ids,
+            result.gts,
+            result.preds,
+            result.gt_tokens,
+            result.pred_tokens,
+            result.alignments,
+            scores,
+            strict=True,
+        )
+    ):
+        ops = "[]"
+        if alignment.ops:
+            ops = encode_ops(
+                [
+                    {
+                        "op": tag,
+                        "gt": gt_tokens[i1:i2],
+                        "pred": pred_tokens[j1:j2],
+                        "gt_span": [i1, i2],
+                        "pred_span": [j1, j2],
+                    }
+                    for tag, i1, i2, j1, j2 in alignment.ops
+                ]
+            )
+        yield (
+            f'{{"index": {index}, "id": {string(sample_id)}, "distance": {alignment.distance}, '
+            f'"edit_score": {float.__repr__(score)}, "gt_len": {len(gt_tokens)}, "pred_len": {len(pred_tokens)}, '
+            f'"gt": {string(gt)}, "pred": {string(pred)}, "ops": {ops}}}'
+        )
 
 
 def markdown_table(rows: list[tuple[str, HmerResult]]) -> str:
@@ -231,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out_dir
         atomic_write_text(out / f"{stem}_results.txt", format_upstream_results(result))
         atomic_write_json(out / f"{stem}_metrics.json", metrics_document(result, loaded, analysis))
-        write_jsonl_atomic(out / f"{stem}_samples.jsonl", sample_records(result))
+        write_lines_atomic(out / f"{stem}_samples.jsonl", sample_lines(result))
         if args.plots:
             plot_analysis(analysis, out / f"{stem}_analysis.png", title=f"{stem} (N={result.n})")
         logger.info(

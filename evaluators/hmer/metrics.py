@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import math
 import operator
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -420,6 +421,8 @@ class HmerResult:
     pred_tokens: list[list[str]]
     alignments: list[Alignment]
     config: dict[str, object] = field(default_factory=dict)
+    #: Per-sample :func:`edit_score`, in input order (``array('d')``).
+    edit_scores: Sequence[float] = field(default_factory=list)
 
     @property
     def distances(self) -> list[int]:
@@ -474,20 +477,26 @@ def evaluate_samples(
         raise UserError("no samples to evaluate; an evaluation needs at least one.")
     with gc_paused():
         gts, preds = prepare_texts(samples, extract, normalize)
-        gt_tokens = [tokenize(t) for t in gts]
-        pred_tokens = [tokenize(t) for t in preds]
+        # Interned tokens, and one shared list when the texts are equal: the tokens are most of the memory.
+        gt_tokens = [tokenize(t, intern=True) for t in gts]
+        pred_tokens = [
+            tokens if pred == gt else tokenize(pred, intern=True)
+            for gt, pred, tokens in zip(gts, preds, gt_tokens, strict=True)
+        ]
         alignments = [align(g, p) for g, p in zip(gt_tokens, pred_tokens, strict=True)]
         distances = [a.distance for a in alignments]
         gt_lens = [len(t) for t in gt_tokens]
         pred_lens = [len(t) for t in pred_tokens]
         n = len(samples)
         counts = threshold_counts(distances)
+        # Per-sample edit scores, computed once: their mean here, each sample's in <stem>_samples.jsonl.
+        edit_scores = array("d", map(edit_score, distances, gt_lens, pred_lens))
         metrics: dict[str, float] = {
             "exprate": (counts[0] / n) * 100,
             "error_le_1": (counts[1] / n) * 100,
             "error_le_2": (counts[2] / n) * 100,
             "error_le_3": (counts[3] / n) * 100,
-            "mean_edit_score": mean_edit_score(distances, gt_lens, pred_lens),
+            "mean_edit_score": sum(edit_scores) / n,  # in order, as mean_edit_score() and upstream
             "bleu4": bleu4(gt_tokens, pred_tokens),
             "token_edits_per_gt_char": token_edits_per_gt_char(distances, gts),
             "token_error_rate": token_error_rate(distances, gt_lens),
@@ -504,4 +513,5 @@ def evaluate_samples(
         pred_tokens=pred_tokens,
         alignments=alignments,
         config={"extract": extract, "normalize": normalize},
+        edit_scores=edit_scores,
     )

@@ -7,6 +7,7 @@ with no normalisation, and the Tree-CoT / Symbol-Counting targets put the LaTeX 
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 
 __all__ = [
@@ -23,8 +24,11 @@ __all__ = [
 EXTRACT_MODES = ("raw", "last-line", "auto")
 
 
-def tokenize(latex: str | None) -> list[str]:
+def tokenize(latex: str | None, intern: bool = False) -> list[str]:
     """Split LaTeX into upstream's tokens: whitespace-separated, nothing normalised.
+
+    ``intern=True`` returns :func:`sys.intern`'ed tokens: equal tokens share one string, which keeps a
+    million tokenised samples in a fraction of the memory (``\\frac`` is stored once, not per use).
 
     Example:
 
@@ -32,9 +36,14 @@ def tokenize(latex: str | None) -> list[str]:
     ['\\\\frac', '{', 'a', '}', '{', 'b', '}']
     >>> tokenize(None)
     []
+    >>> a, b = tokenize("\\\\alpha", intern=True), tokenize("x \\\\alpha", intern=True)
+    >>> a[0] is b[1]
+    True
     """
     if not isinstance(latex, str):
         return []
+    if intern:
+        return list(map(sys.intern, latex.split()))
     return latex.split()
 
 

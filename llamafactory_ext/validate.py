@@ -1,10 +1,17 @@
 """Check a sharegpt dataset before training: turns, <image> tokens, images on disk, and HMER answers.
 
-``unitune data validate NAME_OR_FILE`` reads a dataset by its ``dataset_info.json`` name (columns and tags from
+``unitune data validate NAME_OR_FILE[,NAME...]`` reads a dataset by its ``dataset_info.json`` name (columns and tags from
 the entry) or a JSON / JSONL file directly (standard one-image sharegpt layout). Images are resolved exactly as
 LLaMA-Factory 0.9.5 does: ``--media-dir/PATH`` when that is a file (``--media-dir`` defaults to ``--dataset-dir``,
 as LLaMA-Factory's ``media_dir`` defaults to ``dataset_dir``), else PATH from the working directory. So run it
-from where you will train. LLaMA-Factory only warns and drops malformed rows mid-run; this fails loudly first.
+from where you will train. A comma-separated list, as in a recipe's ``dataset:``, checks each dataset in turn.
+LLaMA-Factory only warns and drops malformed rows mid-run; this fails loudly first.
+
+Entry kinds: ``file_name`` (JSON/JSONL, a ``.parquet`` file or a folder of parquet files) and ``hf_hub_url``
+(``subset``/``split`` as LLaMA-Factory reads them). A hub dataset is read from the local Hugging Face cache only
+(this never downloads): when the config is not there, it says so in one line. An ``hf_hub_url`` that is a local
+folder (a ``huggingface-cli download`` mirror) is read from that folder. Images embedded in parquet (``{bytes,
+path}``) are decoded from their bytes.
 
 Per record: ``messages`` is a non-empty list; turns alternate user/assistant (an optional leading system turn)
 and end with the assistant; contents are non-empty strings; the number of ``<image>`` tokens equals
@@ -27,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
-from llamafactory_ext.dataset_registry import lookup_dataset, sharegpt_entry
+from llamafactory_ext.dataset_registry import check_entry, load_dataset_info, lookup_dataset, sharegpt_entry
 from llamafactory_ext.hmer.edl import apply_corrections, parse_fix_answer
 from llamafactory_ext.hmer.prompts import (
     CAN_PROMPT,
@@ -136,6 +143,26 @@ def _decode(path: str) -> str | None:
     return None
 
 
+def _is_image_ref(image: Any) -> bool:
+    if isinstance(image, str):
+        return True
+    return isinstance(image, dict) and (bool(image.get("bytes")) or isinstance(image.get("path"), str))
+
+
+def _decode_bytes(data: bytes) -> str | None:
+    """``None`` when the embedded image decodes, else the error text."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as err:  # Pillow raises many kinds (OSError, SyntaxError, DecompressionBombError…)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def validate_records(
     records: Iterable[tuple[int, Any]],
     entry: dict[str, Any] | None = None,
@@ -221,9 +248,17 @@ def validate_records(
         if empty:
             yield Problem(index, "empty-turn", f"turn {empty[0]} has empty content")
         images = record.get(images_key, []) if images_key else []
-        if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
+        if images is None:
+            images = []
+        elif isinstance(
+            images, (str, dict)
+        ):  # one image, as in the released parquet (LLaMA-Factory wraps it)
+            images = [images]
+        if not isinstance(images, list) or not all(_is_image_ref(image) for image in images):
             yield Problem(
-                index, "bad-images", f"`{images_key}` must be a list of path strings, got {images!r:.80}"
+                index,
+                "bad-images",
+                f"`{images_key}` must be a list of paths or {{bytes, path}} images, got {images!r:.80}",
             )
             images = None
         n_tokens = sum(content.count(IMAGE_TOKEN) for _role, content in turns)
@@ -238,6 +273,14 @@ def validate_records(
             )
         if check_images:
             for image in images:
+                if isinstance(image, dict):
+                    error = _decode_bytes(image["bytes"]) if image.get("bytes") else None
+                    if error is not None:
+                        yield Problem(index, "unreadable-image", f"embedded image cannot be decoded: {error}")
+                        continue
+                    if image.get("bytes"):
+                        continue
+                    image = image.get("path")
                 path = resolve_media(image, media_dir)
                 if not path.is_file():
                     where = (
@@ -259,6 +302,88 @@ def validate_records(
             yield Problem(index, *found)
 
 
+def _hf_records(folder: str, entry: dict[str, Any], name: str) -> Iterator[tuple[int, Any]]:
+    """Rows of a Hugging Face dataset folder (a hub snapshot or mirror) or of parquet files; images undecoded."""
+    import datasets
+
+    try:
+        if (
+            Path(folder).is_dir()
+            and not (Path(folder) / "README.md").is_file()
+            and entry.get("subset") is None
+        ):
+            files = sorted(str(p) for p in Path(folder).rglob("*.parquet"))
+            dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+        elif str(folder).endswith(".parquet"):
+            dataset = datasets.load_dataset("parquet", data_files=[str(folder)], split="train")
+        else:
+            dataset = datasets.load_dataset(
+                str(folder),
+                name=entry.get("subset"),
+                data_dir=entry.get("folder"),
+                split=entry.get("split", "train"),
+            )
+    except (
+        Exception
+    ) as err:  # datasets raises many kinds (ValueError, FileNotFoundError, DatasetGenerationError…)
+        raise UserError(f"dataset {name!r}: cannot read {folder} ({type(err).__name__}: {err}).") from None
+    for column, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        elif isinstance(feature, datasets.Sequence) and isinstance(feature.feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Sequence(datasets.Image(decode=False)))
+        elif isinstance(feature, list) and feature and isinstance(feature[0], datasets.Image):
+            dataset = dataset.cast_column(column, [datasets.Image(decode=False)])
+    yield from enumerate(dataset)
+
+
+def _hub_folder(entry: dict[str, Any], name: str) -> str:
+    """The local folder holding the hub dataset of ``entry``: the URL itself when it is a folder, else the HF cache."""
+    url = entry["hf_hub_url"]
+    if Path(url).is_dir():
+        return url
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    subset = entry.get("subset")
+    try:
+        folder = snapshot_download(repo_id=url, repo_type="dataset", local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        folder = None
+    if folder is None or (subset and not any(Path(folder).glob(f"{subset}/**/*.parquet"))):
+        what = f"{url} (config {subset!r})" if subset else url
+        raise UserError(
+            f"dataset {name!r}: {what} is not downloaded (not in the local Hugging Face cache); LLaMA-Factory "
+            f"downloads it on first use, or run `huggingface-cli download {url} --repo-type dataset`, then validate."
+        )
+    return folder
+
+
+def _dataset_records(
+    name: str, dataset_dir: str | os.PathLike
+) -> tuple[dict[str, Any], Iterator[tuple[int, Any]]]:
+    """The checked entry of ``name`` and its records."""
+    info = load_dataset_info(dataset_dir)
+    if name not in info:
+        lookup_dataset(name, dataset_dir)  # raises the "no dataset … did you mean" error
+    entry = info[name]
+    check_entry(name, entry)
+    if entry.get("formatting", "alpaca") != "sharegpt":
+        raise UserError(
+            f"dataset {name!r}: only sharegpt datasets can be validated, not {entry.get('formatting', 'alpaca')}."
+        )
+    if "hf_hub_url" in entry:
+        return entry, _hf_records(_hub_folder(entry, name), entry, name)
+    if "file_name" not in entry:
+        raise UserError(f"dataset {name!r}: only file_name and hf_hub_url entries can be validated.")
+    path = Path(dataset_dir) / entry["file_name"]
+    if not path.exists():
+        raise UserError(f"dataset {name!r}: {path} not found.")
+    if path.is_dir() or path.suffix == ".parquet":
+        return entry, _hf_records(str(path), entry, name)
+    return entry, iter_json_objects(path)
+
+
 def validate_dataset(
     target: str | os.PathLike,
     dataset_dir: str | os.PathLike = "dataset_info",
@@ -266,29 +391,27 @@ def validate_dataset(
     check_images: bool = True,
     task: str = "auto",
 ) -> tuple[int, list[Problem]]:
-    """Validate a dataset by dataset_info name or by file; return ``(number of records, problems)``.
+    """Validate one dataset by dataset_info name or by file; return ``(number of records, problems)``.
 
     An existing file path wins over a dataset name. ``media_dir`` defaults to ``dataset_dir``, LLaMA-Factory's
     default; images are resolved by :func:`llamafactory_ext.media.resolve_media`, LLaMA-Factory's rule.
 
     Raises:
-        UserError: unknown name, bad dataset_info entry, or unreadable file.
+        UserError: unknown name, bad dataset_info entry, a hub dataset not downloaded, or an unreadable file.
     """
     path = Path(target)
     entry: dict[str, Any] | None = None
-    if not path.is_file():
+    if path.is_file():
+        records = iter_json_objects(path)
+    else:
         if path.suffix.lower() in (".json", ".jsonl") or os.sep in str(target):
             raise UserError(f"{target}: no such file.")
-        entry, path = lookup_dataset(str(target), dataset_dir)
-        if entry.get("formatting", "alpaca") != "sharegpt":
-            raise UserError(
-                f"dataset {target!r}: only sharegpt datasets can be validated, not {entry.get('formatting', 'alpaca')}."
-            )
+        entry, records = _dataset_records(str(target), dataset_dir)
     count = 0
 
     def counted() -> Iterator[tuple[int, Any]]:
         nonlocal count
-        for item in iter_json_objects(path):
+        for item in records:
             count += 1
             yield item
 
@@ -303,7 +426,9 @@ def validate_dataset(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune data validate``."""
     parser.add_argument(
-        "target", metavar="DATASET_NAME_OR_FILE", help="a dataset_info.json name or a JSON/JSONL file"
+        "target",
+        metavar="DATASET_NAME_OR_FILE",
+        help="a dataset_info.json name, a comma-separated list of names (as in a recipe) or a JSON/JSONL file",
     )
     parser.add_argument(
         "--dataset-dir", default="dataset_info", help="folder of dataset_info.json (default: %(default)s)"
@@ -326,25 +451,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Validate, log the problems and a summary; exit 1 when there is any problem."""
-    count, problems = validate_dataset(
-        args.target, args.dataset_dir, args.media_dir, not args.no_check_images, args.task
-    )
-    for problem in problems[: args.max_errors]:
-        logger.error("%s", problem)
-    if len(problems) > args.max_errors:
-        logger.error("… %d more problems not shown (--max-errors)", len(problems) - args.max_errors)
+def _report(target: str, count: int, problems: list[Problem], max_errors: int) -> int:
+    for problem in problems[:max_errors]:
+        logger.error("%s: %s", target, problem)
+    if len(problems) > max_errors:
+        logger.error("… %d more problems not shown (--max-errors)", len(problems) - max_errors)
     if not problems:
-        logger.info("%s: %d records, all valid.", args.target, count)
+        logger.info("%s: %d records, all valid.", target, count)
         return 0
     kinds = Counter(problem.kind for problem in problems)
     bad = len({problem.index for problem in problems})
     logger.error(
         "%s: %d records, %d invalid (%s).",
-        args.target,
+        target,
         count,
         bad,
         ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common()),
     )
     return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate each dataset, log the problems and a summary; exit 1 on any problem, 2 when one cannot be read."""
+    targets = [args.target] if Path(args.target).is_file() else [t.strip() for t in args.target.split(",")]
+    targets = [t for t in targets if t]
+    if not targets:
+        raise UserError(
+            f"DATASET_NAME_OR_FILE: expected a name, a file or a comma-separated list, got {args.target!r}."
+        )
+    if len(targets) == 1:
+        count, problems = validate_dataset(
+            targets[0], args.dataset_dir, args.media_dir, not args.no_check_images, args.task
+        )
+        return _report(targets[0], count, problems, args.max_errors)
+    status = 0
+    for target in targets:
+        try:
+            count, problems = validate_dataset(
+                target, args.dataset_dir, args.media_dir, not args.no_check_images, args.task
+            )
+        except UserError as err:
+            logger.error("%s", err)
+            status = 2
+            continue
+        status = max(status, _report(target, count, problems, args.max_errors))
+    return status

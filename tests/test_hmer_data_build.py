@@ -180,7 +180,7 @@ def test_hmer_folds(corpus, tmp_path):
 
 
 def test_hmer_folds_default_recipe(corpus, tmp_path, monkeypatch):
-    """Without --base-recipe the project's recipes/unimumer_full.yaml is used when present, else built-ins."""
+    """Without --base-recipe the project's recipes/unimumer_crohme.yaml is used when present, else built-ins."""
     from llamafactory_ext.hmer.folds import DEFAULT_RECIPE
 
     monkeypatch.chdir(tmp_path)
@@ -190,7 +190,7 @@ def test_hmer_folds_default_recipe(corpus, tmp_path, monkeypatch):
     assert recipe["model_name_or_path"] == DEFAULT_RECIPE["model_name_or_path"]
     assert recipe["output_dir"] == "saves/crohme_train_fold0"
     (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "unimumer_full.yaml").write_text("model_name_or_path: project\ndataset: all\n")
+    (tmp_path / "recipes" / "unimumer_crohme.yaml").write_text("model_name_or_path: project\ndataset: all\n")
     assert main(argv) == 0
     recipe = yaml.safe_load((tmp_path / "f" / "recipes" / "crohme_train_fold1.yaml").read_text())
     assert (recipe["model_name_or_path"], recipe["dataset"]) == ("project", "crohme_train_fold1_train")

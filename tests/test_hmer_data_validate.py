@@ -117,7 +117,7 @@ def fix_mismatch():
         (_record(answer="  "), "empty-turn", "turn 1 has empty content"),
         (_record(images=("missing.png",)), "missing-image", "image 'missing.png' not found"),
         (_record(images=("broken.png",)), "unreadable-image", "image 'broken.png' cannot be decoded"),
-        ({**_record(), "images": "ok.png"}, "bad-images", "must be a list of path strings"),
+        ({**_record(), "images": [3]}, "bad-images", "must be a list of paths"),
         (tree_parse(), "tree-parse", "does not parse as a tree (^ not with {)"),
         (tree_mismatch(), "tree-mismatch", "tree lines are not the tree"),
         (count_mismatch(), "count-mismatch", "not the symbol counts"),

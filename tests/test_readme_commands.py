@@ -59,7 +59,7 @@ class How:
 RUN, DRY, SKIP = "run", "dry-run", "skip"
 GPU_3B = (
     "GPU only: trains/merges Qwen2.5-VL-3B from the hub (no hub, no CUDA here); the same recipes run on the "
-    "tiny model in tests/test_demo.py and tests/test_llamafactory_train.py"
+    "tiny model in tests/test_demo.py, tests/test_released_data.py and tests/test_llamafactory_train.py"
 )
 GPU_GRPO = (
     "GPU only: multi-GPU / vLLM launch of the 7B GRPO run; the same entry point runs on CPU in "
@@ -79,6 +79,7 @@ PLAN: dict[str, How] = {
         expect="ruff format",
     ),
     # On a GPU
+    "FORCE_TORCHRUN=1 llamafactory-cli train recipes/unimumer_paper.yaml": How(SKIP, GPU_3B),
     "llamafactory-cli train recipes/unimumer_qlora.yaml": How(SKIP, GPU_3B),
     "llamafactory-cli export recipes/unimumer_merge_lora.yaml": How(SKIP, GPU_3B),
     "make grpo-fer": How(SKIP, GPU_GRPO),

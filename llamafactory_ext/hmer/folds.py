@@ -6,7 +6,7 @@ the ``error_find`` / ``error_fix`` data. ``unitune data hmer-folds INPUT --k 3 -
 fold *i*: ``DIR/NAME_fold{i}_train.json`` (the training tasks of the other folds, ``--tasks``),
 ``DIR/NAME_fold{i}_heldout.json`` (vanilla records of fold *i*, to run inference on), the dataset_info entries
 ``NAME_fold{i}_train`` / ``NAME_fold{i}_heldout``, and a LLaMA-Factory SFT recipe ``DIR/recipes/NAME_fold{i}.yaml``
-(from ``--base-recipe``, default ``recipes/unimumer_full.yaml`` when present, with ``dataset``,
+(from ``--base-recipe``, default ``recipes/unimumer_crohme.yaml`` when present, with ``dataset``,
 ``dataset_dir`` and ``output_dir`` replaced), plus
 ``DIR/folds.json`` (the manifest: seed, sizes, ids per fold). Assignment is a seeded shuffle, so a run is
 reproducible. Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_RECIPE", "PROJECT_RECIPE", "add_arguments", "assign_folds", 
 logger = logging.getLogger(__name__)
 
 #: The project's full-SFT recipe, the default ``--base-recipe`` (relative to the working directory).
-PROJECT_RECIPE = "recipes/unimumer_full.yaml"
+PROJECT_RECIPE = "recipes/unimumer_crohme.yaml"
 
 #: SFT settings used when no ``--base-recipe`` is given (LLaMA-Factory 0.9.5 keys; full fine-tuning like upstream).
 DEFAULT_RECIPE: dict[str, Any] = {
@@ -56,7 +56,6 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "logging_steps": 10,
     "save_strategy": "epoch",
     "plot_loss": True,
-    "overwrite_output_dir": True,
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 4,
     "learning_rate": 1.0e-5,

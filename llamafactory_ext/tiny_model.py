@@ -256,12 +256,41 @@ def _folder_kb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024
 
 
+#: ``unitune tiny-model --family`` choices and their builders (dotted paths, imported on use).
+TINY_BUILDERS = {
+    "qwen2_5_vl": "llamafactory_ext.tiny_model.build_tiny_model",
+    "qwen3_vl": "llamafactory_ext.tiny_qwen3_vl.build_tiny_qwen3_vl",
+}
+
+
+def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl") -> Path:
+    """Write the tiny random checkpoint of ``family`` (see :data:`TINY_BUILDERS`) to ``out_dir``.
+
+    Raises:
+        UserError: a family without a tiny builder.
+    """
+    import importlib
+
+    from evaluators.errors import UserError
+
+    if family not in TINY_BUILDERS:
+        raise UserError(f"--family: expected one of {', '.join(TINY_BUILDERS)}, got {family!r}.")
+    module, _, name = TINY_BUILDERS[family].rpartition(".")
+    return getattr(importlib.import_module(module), name)(out_dir)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune tiny-model``."""
     parser.add_argument("out_dir", type=Path, help="folder to write the tiny checkpoint into")
+    parser.add_argument(
+        "--family",
+        choices=sorted(TINY_BUILDERS),
+        default="qwen2_5_vl",
+        help="backbone family of the tiny model (default: qwen2_5_vl)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``unitune tiny-model OUT_DIR``."""
-    build_tiny_model(args.out_dir)
+    """Run ``unitune tiny-model OUT_DIR [--family FAMILY]``."""
+    build_tiny(args.out_dir, args.family)
     return 0

@@ -29,3 +29,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_qwen2_5_vl")
     build_tiny_model(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3-VL built once per test session by ``unitune tiny-model --family qwen3_vl``."""
+    from llamafactory_ext.tiny_qwen3_vl import build_tiny_qwen3_vl
+
+    out = tmp_path_factory.mktemp("tiny_qwen3_vl")
+    build_tiny_qwen3_vl(out)
+    return out

@@ -191,7 +191,7 @@ def test_model_folder_errors(tmp_path, tiny_model_dir, caplog):
     cases = {
         str(tmp_path / "absent"): "no such folder",
         str(adapter): "is a LoRA adapter",
-        str(other): "'llama' is not a Qwen2.5-VL-compatible model",
+        str(other): "'llama' is not a supported vision-language family",
         str(no_proc): "processor",
     }
     for model, message in cases.items():
@@ -255,3 +255,18 @@ def test_kill_mid_run_then_resume_gives_every_id_once(tiny_model_dir, tmp_path):
     assert ids == {f"h{i:03d}": 1 for i in range(n)}
     assert f"{before} done earlier" in rerun.stderr or f"({before} done earlier" in rerun.stderr
     assert len(json.loads((out / "hmer_demo_test_pred.json").read_text())) == n
+
+
+def test_qwen3_5_model_names_the_transformers_it_needs(tmp_path, caplog):
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    if Version(version("transformers")) >= Version("5.2.0"):
+        pytest.skip("installed transformers ships Qwen3.5")
+    model = tmp_path / "qwen3_5"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}))
+    status = unitune(["infer", "--model", str(model), "--out", str(tmp_path / "o"), str(_hmer(tmp_path, 1))])
+    assert status == 2
+    assert "is a Qwen3.5 model (qwen3_5); it needs transformers >= 5.2.0" in caplog.text

@@ -1,4 +1,4 @@
-"""Run a Qwen2.5-VL model on HMER or FER inputs (vLLM or transformers), resumably, in upstream's formats.
+"""Run a Qwen2.5-VL or Qwen3-VL model on HMER or FER inputs (vLLM or transformers), resumably, in upstream's formats.
 
 Inputs: HMER sharegpt files (vanilla, tree or can prompts), FERBench QA files (``--image-root`` joins their
 ``image_path``) or JSONL of either; the task is detected per file. ``--out-dir DIR`` receives, per input,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
-from evaluators.inference.prompts import QWEN_DEFAULT_SYSTEM
+from evaluators.inference.prompts import FAMILY_SYSTEM, QWEN_DEFAULT_SYSTEM
 from evaluators.inference.runner import FileResult, InferenceSettings, run_inference
 
 __all__ = ["add_arguments", "add_inference_arguments", "pick_backend", "run", "settings_from_args"]
@@ -69,8 +69,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     system = group.add_mutually_exclusive_group()
     system.add_argument(
         "--system-prompt",
-        default=QWEN_DEFAULT_SYSTEM,
-        help=f'explicit system turn (default: Qwen\'s "{QWEN_DEFAULT_SYSTEM}", as upstream Uni-MuMER; "" = empty)',
+        default=None,
+        help=(
+            'explicit system turn ("" = empty). Default: the model family\'s training default, i.e. '
+            f'Qwen\'s "{QWEN_DEFAULT_SYSTEM}" for Qwen2.5-VL (as upstream Uni-MuMER) and none for Qwen3-VL'
+        ),
     )
     system.add_argument(
         "--no-system-prompt",
@@ -110,7 +113,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune infer``."""
     parser.add_argument("inputs", nargs="+", type=Path, help="HMER sharegpt / FERBench QA / JSONL files")
-    parser.add_argument("--model", required=True, help="merged Qwen2.5-VL checkpoint folder")
+    parser.add_argument("--model", required=True, help="merged Qwen2.5-VL or Qwen3-VL checkpoint folder")
     add_out_dir(parser, "output folder (resumed when it has results)", required=True)
     add_inference_arguments(parser)
 
@@ -166,7 +169,9 @@ def settings_from_args(args: argparse.Namespace, model: str | None = None) -> In
         backend=backend,
         task=args.task,
         image_root=args.image_root,
-        system_prompt=None if args.no_system_prompt else args.system_prompt,
+        system_prompt=None
+        if args.no_system_prompt
+        else (FAMILY_SYSTEM if args.system_prompt is None else args.system_prompt),
         upstream_prompt=args.upstream_prompt,
         image_size=args.image_size,
         sampling=sampling,

@@ -115,7 +115,8 @@ class HFBackend:
         load_in_4bit: bool = False,
     ) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText
+
+        from evaluators.model_family import load_hf_model
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -131,7 +132,7 @@ class HFBackend:
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype
             )
             kwargs["device_map"] = device
-        self.model = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
+        self.model = load_hf_model(model, **kwargs).eval()
         if not load_in_4bit:
             self.model.to(device)
         self.device = device

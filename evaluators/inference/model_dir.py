@@ -1,4 +1,4 @@
-"""Check a model folder before any weights load: it exists, is a merged Qwen2.5-VL, has its processor."""
+"""Check a model folder before any weights load: it exists, is a merged model of a known family, has its processor."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
+from evaluators.model_family import FAMILIES, family_for_model_type, model_family, require_transformers
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "check_model_dir", "load_processor"]
 
-#: ``model_type`` values whose processor and chat template the runner knows how to drive.
-SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+#: ``model_type`` values whose processor and chat template the runner knows how to drive (every family's).
+SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() for t in family.model_types)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -22,21 +23,22 @@ def check_model_dir(model: str) -> str:
 
     Raises:
         UserError: missing folder, a LoRA adapter folder (must be merged first), no ``config.json``,
-            or a ``model_type`` that is not Qwen2.5-VL compatible.
+            a ``model_type`` of no known family (:mod:`evaluators.model_family`), or a family the installed
+            transformers does not ship.
 
     Example:
 
     >>> check_model_dir("/nonexistent/model")
     Traceback (most recent call last):
     ...
-    evaluators.errors.UserError: --model /nonexistent/model: no such folder. Give the folder of a merged Qwen2.5-VL checkpoint (config.json, weights, tokenizer and processor files).
+    evaluators.errors.UserError: --model /nonexistent/model: no such folder. Give the folder of a merged Qwen2.5-VL / Qwen3-VL checkpoint (config.json, weights, tokenizer and processor files).
     """
     path = Path(model)
     if not path.is_dir():
         if _HUB_ID.match(model) and not path.exists():
             return model  # a hub id: the processor load below reports a missing cache entry clearly
         raise UserError(
-            f"--model {model}: no such folder. Give the folder of a merged Qwen2.5-VL checkpoint "
+            f"--model {model}: no such folder. Give the folder of a merged Qwen2.5-VL / Qwen3-VL checkpoint "
             "(config.json, weights, tokenizer and processor files)."
         )
     config_path = path / "config.json"
@@ -54,16 +56,12 @@ def check_model_dir(model: str) -> str:
         model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as err:
         raise UserError(f"{config_path}: malformed JSON ({err.msg}).") from None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UserError(
-            f"--model {model}: model_type {model_type!r} is not a Qwen2.5-VL-compatible model "
-            f"(expected one of {', '.join(SUPPORTED_MODEL_TYPES)})."
-        )
+    require_transformers(family_for_model_type(model_type, f"--model {model}"), f"--model {model}")
     return model
 
 
 def load_processor(model: str) -> Any:
-    """Load the model's processor and check it drives Qwen2.5-VL images and chat.
+    """Load the model's processor and check it drives its family's images and chat.
 
     Raises:
         UserError: the processor does not load, has no image processor, no ``<|image_pad|>`` token or no
@@ -78,16 +76,17 @@ def load_processor(model: str) -> Any:
             f"--model {model}: the processor does not load ({type(err).__name__}: {err})."
         ) from None
     tokenizer = getattr(processor, "tokenizer", None)
+    family = model_family(model)
     problems = []
     if getattr(processor, "image_processor", None) is None or tokenizer is None:
         problems.append("it is not a multimodal processor (no image processor/tokenizer pair)")
-    elif tokenizer.convert_tokens_to_ids("<|image_pad|>") in (None, tokenizer.unk_token_id):
-        problems.append("its tokenizer has no <|image_pad|> token")
+    elif tokenizer.convert_tokens_to_ids(family.image_token) in (None, tokenizer.unk_token_id):
+        problems.append(f"its tokenizer has no {family.image_token} token")
     if not getattr(processor, "chat_template", None) and not getattr(tokenizer, "chat_template", None):
         problems.append("it has no chat template")
     if problems:
         raise UserError(
-            f"--model {model}: not a Qwen2.5-VL-compatible processor: {'; '.join(problems)}. "
-            "Use a Qwen2.5-VL checkpoint saved with its processor (preprocessor_config.json, tokenizer files)."
+            f"--model {model}: not a {family.display} processor: {'; '.join(problems)}. "
+            f"Use a {family.display} checkpoint saved with its processor (preprocessor_config.json, tokenizer files)."
         )
     return processor

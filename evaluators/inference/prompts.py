@@ -12,10 +12,11 @@ literal text ``<image>`` in the prompt, which the model never saw in training. B
 removed and a real image part is put where it stood (as in training); ``upstream_prompt=True`` reproduces
 upstream's leftover literal.
 
-System prompt: ``system_prompt`` is sent as an explicit system turn (default: Qwen's
-``"You are a helpful assistant."``, which upstream Uni-MuMER gets from the chat template); ``None`` sends no
-system turn and lets the chat template decide (UniFER's inference; Qwen2.5-VL's template then inserts the
-same default); ``""`` sends an empty system turn.
+System prompt: ``system_prompt`` is sent as an explicit system turn; ``None`` sends no system turn and lets
+the chat template decide (UniFER's inference; Qwen2.5-VL's template then inserts Qwen's default); ``""`` sends
+an empty system turn. :data:`FAMILY_SYSTEM` (the runner's default) means the model family's training default
+(:func:`resolve_system_prompt`): Qwen2.5-VL gets Qwen's ``"You are a helpful assistant."``, as upstream
+Uni-MuMER and LLaMA-Factory's ``qwen2_vl`` template; Qwen3-VL gets none, as the ``qwen3_vl_nothink`` template.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from typing import Any
 
 from evaluators.errors import UserError
 from evaluators.io_utils import read_records
+from evaluators.model_family import DEFAULT_FAMILY, ModelFamily
 
 __all__ = [
+    "FAMILY_SYSTEM",
     "IMAGE_PLACEHOLDER",
     "QWEN_DEFAULT_SYSTEM",
     "TASKS",
@@ -45,6 +48,7 @@ __all__ = [
     "prepare_request",
     "record_id",
     "render_prompt",
+    "resolve_system_prompt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,10 @@ logger = logging.getLogger(__name__)
 IMAGE_PLACEHOLDER = "<image>"
 
 #: Qwen's default system prompt (what Qwen2.5-VL's chat template inserts when no system turn is given).
-QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
+QWEN_DEFAULT_SYSTEM: str = DEFAULT_FAMILY.default_system or ""
+
+#: ``system_prompt`` value meaning "the model family's default system turn" (see the module docstring).
+FAMILY_SYSTEM = "<model family default>"
 
 #: Task names: ``hmer`` (LaTeX predictions, ``pred``/``gt``) and ``fer`` (``model_response``/``true_label``).
 TASKS = ("hmer", "fer")
@@ -250,6 +257,22 @@ def load_records(
             "%s: %d records repeat an id; they get #2, #3... suffixes to stay distinct.", path, repeated
         )
     return records
+
+
+def resolve_system_prompt(system_prompt: str | None, family: ModelFamily) -> str | None:
+    """``system_prompt`` with :data:`FAMILY_SYSTEM` replaced by ``family``'s default system turn.
+
+    Example:
+
+    >>> from evaluators.model_family import get_family
+    >>> resolve_system_prompt(FAMILY_SYSTEM, get_family("qwen2_5_vl"))
+    'You are a helpful assistant.'
+    >>> resolve_system_prompt(FAMILY_SYSTEM, get_family("qwen3_vl")) is None
+    True
+    >>> resolve_system_prompt("Be brief.", get_family("qwen3_vl"))
+    'Be brief.'
+    """
+    return family.default_system if system_prompt == FAMILY_SYSTEM else system_prompt
 
 
 def build_messages(text: str, n_images: int, options: PromptOptions) -> list[dict[str, Any]]:

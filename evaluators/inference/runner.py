@@ -29,15 +29,18 @@ from typing import Any
 from evaluators.errors import UserError
 from evaluators.inference.model_dir import check_model_dir, load_processor
 from evaluators.inference.prompts import (
+    FAMILY_SYSTEM,
     ImageProblem,
     InferenceRecord,
     PreparedRequest,
     PromptOptions,
     load_records,
     prepare_request,
+    resolve_system_prompt,
 )
 from evaluators.inference.sampling import TASK_PRESETS, Sampling, resolve_sampling
 from evaluators.io_utils import atomic_write_json
+from evaluators.model_family import model_family
 
 __all__ = ["FileResult", "InferenceSettings", "export_path", "jsonl_path", "run_inference"]
 
@@ -52,14 +55,15 @@ class InferenceSettings:
     """Everything ``unitune infer`` needs besides the input files.
 
     ``sampling`` holds overrides (``None`` = the task preset); ``image_size`` ``None`` = the task preset,
-    ``0`` = no resize; ``system_prompt`` ``None`` = no system turn.
+    ``0`` = no resize; ``system_prompt`` ``None`` = no system turn, ``FAMILY_SYSTEM`` = the model family's
+    default (Qwen2.5-VL: Qwen's default prompt; Qwen3-VL: none).
     """
 
     model: str
     backend: str = "hf"
     task: str = "auto"
     image_root: str | None = None
-    system_prompt: str | None = PromptOptions.system_prompt
+    system_prompt: str | None = FAMILY_SYSTEM
     upstream_prompt: bool = False
     image_size: int | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
@@ -268,12 +272,13 @@ def run_inference(
     job just re-writes the upstream files.
 
     Raises:
-        UserError: missing inputs or model folder, a non-Qwen2.5-VL model, or a resume with other settings.
+        UserError: missing inputs or model folder, a model of no known family, or a resume with other settings.
     """
     backend_factory = backend_factory or make_backend
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_model_dir(settings.model)
+    system_prompt = resolve_system_prompt(settings.system_prompt, model_family(settings.model))
 
     plans = []
     for raw in inputs:
@@ -284,7 +289,7 @@ def run_inference(
         task = records[0].task
         preset_size = TASK_PRESETS[task]["image_size"]
         size = preset_size if settings.image_size is None else (settings.image_size or None)
-        options = PromptOptions(settings.system_prompt, settings.upstream_prompt, size)
+        options = PromptOptions(system_prompt, settings.upstream_prompt, size)
         sampling = resolve_sampling(task, settings.sampling)
         if sampling.n > 1 and sampling.greedy:
             raise UserError(

@@ -1,0 +1,171 @@
+"""Build a tiny random Qwen3-VL (model, tokenizer, processor) offline, for tests.
+
+A real ``Qwen3VLForConditionalGeneration``: text hidden size 64, 2 layers, 2 query heads of size 32 (the
+smallest head size vLLM's CPU attention accepts), 1 key/value head, interleaved M-RoPE; a 2-block vision tower
+(hidden 32, one head of size 32) with 16 px patches, 2x2 merge and one DeepStack feature. The tokenizer is the same built-in byte-level BPE as
+the tiny Qwen2.5-VL (Qwen's special tokens) with a Qwen3-VL-style chat template: no default system turn, the
+same ``<|vision_start|><|image_pad|><|vision_end|>`` image parts. The same call writes the same bytes every time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from evaluators.model_family import QWEN3_VL
+from llamafactory_ext.tiny_model import QWEN_SPECIAL_TOKENS, _canonicalise_json, build_tokenizer
+
+__all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config"]
+
+logger = logging.getLogger(__name__)
+
+#: Qwen3-VL Instruct's chat format without tools: no default system turn, image/video parts as pad tokens.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_PATCH = QWEN3_VL.patch_size
+_FACTOR = QWEN3_VL.patch_size * QWEN3_VL.merge_size  # 32 px per vision token side
+_MIN_PIXELS = 2 * _FACTOR * 2 * _FACTOR  # 64 x 64
+_MAX_PIXELS = 4 * _FACTOR * 4 * _FACTOR  # 128 x 128: at most 16 vision tokens per image
+_SEED = 0
+
+
+def qwen3_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs):
+    """A ``Qwen3VLConfig`` of the given sizes whose special-token ids point at ``tokenizer``'s Qwen tokens."""
+    from transformers import Qwen3VLConfig
+
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
+    special = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    return Qwen3VLConfig(
+        text_config={**text_config, **special},
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        architectures=[QWEN3_VL.hf_class],
+        **special,
+        **kwargs,
+    )
+
+
+def _build_config(tokenizer):
+    head_dim = 32
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": head_dim,
+        "max_position_embeddings": 4096,
+        "rope_theta": 5000000.0,
+        # interleaved M-RoPE: (t, h, w) sections sum to head_dim / 2
+        "rope_scaling": {"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True},
+        "tie_word_embeddings": True,
+    }
+    assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 1,  # head size 32
+        "out_hidden_size": 64,
+        "patch_size": _PATCH,
+        "spatial_merge_size": QWEN3_VL.merge_size,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 64,  # an 8 x 8 grid of learned positions, interpolated per image
+        "deepstack_visual_indexes": [1],
+    }
+    return qwen3_vl_config(tokenizer, text_config, vision_config)
+
+
+def build_tiny_qwen3_vl(out_dir: str | Path) -> Path:
+    """Write a tiny random Qwen3-VL checkpoint (weights, config, tokenizer, processor) to ``out_dir``.
+
+    Args:
+        out_dir (`str` or `Path`): folder to create or overwrite; under 1 MB is written.
+
+    Returns:
+        `Path`: ``out_dir``, loadable with ``AutoProcessor`` and ``AutoModelForImageTextToText``.
+
+    Example:
+
+    >>> import tempfile
+    >>> from transformers import AutoConfig
+    >>> path = build_tiny_qwen3_vl(tempfile.mkdtemp())
+    >>> config = AutoConfig.from_pretrained(path)
+    >>> config.model_type, config.architectures, config.text_config.head_dim
+    ('qwen3_vl', ['Qwen3VLForConditionalGeneration'], 32)
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLImageProcessor,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+    )
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    config = _build_config(tokenizer)
+
+    torch.manual_seed(_SEED)
+    model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), config.text_config.pad_token_id],
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+
+    half = [0.5, 0.5, 0.5]
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=_MIN_PIXELS,
+        max_pixels=_MAX_PIXELS,
+        patch_size=_PATCH,
+        temporal_patch_size=2,
+        merge_size=QWEN3_VL.merge_size,
+        image_mean=half,
+        image_std=half,
+    )
+    video_processor = Qwen3VLVideoProcessor(
+        size={"shortest_edge": _MIN_PIXELS, "longest_edge": _MAX_PIXELS},
+        patch_size=_PATCH,
+        temporal_patch_size=2,
+        merge_size=QWEN3_VL.merge_size,
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    _canonicalise_json(out)
+    logger.info("tiny Qwen3-VL written to %s", out)
+    return out

@@ -1,0 +1,71 @@
+"""The model-family table agrees with the engines: LLaMA-Factory's templates and transformers' classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import transformers
+from packaging.version import Version
+
+from evaluators.errors import UserError
+from evaluators.model_family import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    family_for_model_type,
+    get_family,
+    load_hf_model,
+    model_family,
+)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_template_is_registered_in_llamafactory(name):
+    from llamafactory.data.template import TEMPLATES
+
+    family = get_family(name)
+    template = TEMPLATES[family.template]
+    assert template.mm_plugin.image_token == family.image_token
+    assert template.stop_words[0] == family.stop[0]
+    assert (template.default_system or None) == family.default_system
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_model_class_exists_when_transformers_is_new_enough(name):
+    family = get_family(name)
+    if Version(transformers.__version__) < Version(family.min_transformers):
+        assert not hasattr(transformers, family.hf_class)
+        pytest.skip(f"{family.display} needs transformers >= {family.min_transformers}")
+    assert hasattr(transformers, family.hf_class)
+    config_class = transformers.AutoConfig.for_model(family.model_types[0])
+    assert config_class.model_type == family.model_types[0]
+
+
+def test_default_is_qwen2_5_vl_and_matches_the_tiny_model(tiny_model_dir):
+    assert DEFAULT_FAMILY.name == "qwen2_5_vl"
+    assert model_family(tiny_model_dir) is DEFAULT_FAMILY
+    assert family_for_model_type("qwen2_vl") is DEFAULT_FAMILY
+
+
+def test_unknown_model_type_is_a_user_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(UserError, match="model_type 'llava' is not a supported"):
+        load_hf_model(tmp_path)
+
+
+def test_too_new_family_names_the_transformers_version(tmp_path):
+    family = get_family("qwen3_5")
+    if Version(transformers.__version__) >= Version(family.min_transformers):
+        pytest.skip("installed transformers ships Qwen3.5")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}))
+    with pytest.raises(UserError, match=r"needs transformers >= 5\.2\.0"):
+        load_hf_model(tmp_path)
+
+
+def test_pixel_bounds():
+    family = get_family("qwen3_vl")
+    assert family.processor_pixel_kwargs(4096, 262144) == {"min_pixels": 4096, "max_pixels": 262144}
+    with pytest.raises(UserError, match="min_pixels: expected at least 1024"):
+        family.processor_pixel_kwargs(min_pixels=100)
+    with pytest.raises(UserError, match="larger than max_pixels"):
+        family.processor_pixel_kwargs(8192, 4096)

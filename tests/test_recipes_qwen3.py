@@ -1,0 +1,98 @@
+"""The Qwen3-VL recipes against upstream Uni-MuMER's train/Uni-MuMER-Qwen3-VL-{2B,4B}.yaml, key by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evaluators.model_family import get_family
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Upstream's values (BFlameSwift/Uni-MuMER, train/Uni-MuMER-Qwen3-VL-2B.yaml and -4B.yaml; the two differ only
+# in the model and output_dir). Keys we set differently on purpose are listed in OURS with the reason.
+UPSTREAM = {
+    "image_max_pixels": 262144,
+    "video_max_pixels": 16384,
+    "stage": "sft",
+    "do_train": True,
+    "finetuning_type": "full",
+    "freeze_vision_tower": False,
+    "freeze_multi_modal_projector": False,
+    "freeze_language_model": False,
+    "template": "qwen3_vl_nothink",
+    "cutoff_len": 2048,
+    "max_samples": 20000000,
+    "overwrite_cache": False,
+    "preprocessing_num_workers": 64,
+    "dataloader_num_workers": 16,
+    "logging_steps": 1,
+    "save_steps": 1000,
+    "plot_loss": True,
+    "overwrite_output_dir": True,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 16,
+    "learning_rate": 1.0e-5,
+    "num_train_epochs": 1.0,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.1,
+    "bf16": True,
+    "ddp_timeout": 180000000,
+    "save_only_model": True,
+    "resume_from_checkpoint": None,
+}
+UPSTREAM_MODEL = {"2b": "Qwen/Qwen3-VL-2B-Instruct", "4b": "Qwen/Qwen3-VL-4B-Instruct"}
+UPSTREAM_ZERO_STAGE = 3  # examples/deepspeed/ds_z3_config.json
+OURS = {
+    "trust_remote_code": False,  # upstream true; transformers >= 4.57 ships Qwen3-VL, no remote code runs
+    "report_to": "none",  # upstream tensorboard
+    "dataset_dir": "dataset_info",
+}
+RECIPES = {"2b": "unimumer_qwen3vl_2b.yaml", "4b": "unimumer_qwen3vl_4b.yaml"}
+
+
+def _lf_fields() -> set[str]:
+    from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+    from transformers import Seq2SeqTrainingArguments
+
+    classes = [
+        DataArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        Seq2SeqTrainingArguments,
+    ]
+    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((REPO / "recipes" / name).read_text())
+
+
+@pytest.mark.parametrize("size", sorted(RECIPES))
+def test_hyperparameters_match_upstream(size):
+    recipe = _load(RECIPES[size])
+    differ = {k: (recipe.get(k), v) for k, v in UPSTREAM.items() if recipe.get(k, "<missing>") != v}
+    assert not differ, f"{RECIPES[size]} differs from upstream (ours, upstream): {differ}"
+    assert recipe["model_name_or_path"] == UPSTREAM_MODEL[size]
+    assert {k: recipe.get(k) for k in OURS} == OURS
+    assert recipe["template"] == get_family("qwen3_vl").template
+    assert recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] * 8 == 512
+    deepspeed = json.loads((REPO / recipe["deepspeed"]).read_text())
+    assert deepspeed["zero_optimization"]["stage"] == UPSTREAM_ZERO_STAGE
+
+
+@pytest.mark.parametrize("name", [*RECIPES.values(), "unimumer_qwen3vl_export.yaml"])
+def test_keys_are_llamafactory_arguments_and_datasets_registered(name):
+    recipe = _load(name)
+    unknown = set(recipe) - _lf_fields()
+    assert not unknown, f"{name}: keys LLaMA-Factory does not know: {sorted(unknown)}"
+    assert recipe["trust_remote_code"] is False
+    assert recipe["template"] == get_family("qwen3_vl").template
+    info = json.loads((REPO / "dataset_info" / "dataset_info.json").read_text())
+    for dataset in recipe.get("dataset", "").split(","):
+        assert not dataset or dataset.strip() in info, f"{name} names {dataset!r}, not in dataset_info.json"

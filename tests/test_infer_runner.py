@@ -267,6 +267,8 @@ def test_qwen3_5_model_names_the_transformers_it_needs(tmp_path, caplog):
     model = tmp_path / "qwen3_5"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}))
-    status = unitune(["infer", "--model", str(model), "--out", str(tmp_path / "o"), str(_hmer(tmp_path, 1))])
+    status = unitune(
+        ["infer", "--model", str(model), "--out-dir", str(tmp_path / "o"), str(_hmer(tmp_path, 1))]
+    )
     assert status == 2
     assert "is a Qwen3.5 model (qwen3_5); it needs transformers >= 5.2.0" in caplog.text

@@ -94,7 +94,7 @@ def test_qwen3_vl_recipe_trains_exports_and_serves(tiny_qwen3_vl_dir, tmp_path):
 
     test_set = _test_set(tmp_path / "bench")
     infer_out = tmp_path / "infer"
-    argv = ["infer", "--backend", "hf", "--model", str(exported), "--out", str(infer_out), str(test_set)]
+    argv = ["infer", "--backend", "hf", "--model", str(exported), "--out-dir", str(infer_out), str(test_set)]
     assert unitune([*argv, "--max-new-tokens", "4", "--no-progress"]) == 0
     meta = json.loads((infer_out / "crohme_2014_infer.meta.json").read_text())
     # Qwen3-VL's family default: no system turn, as the qwen3_vl_nothink template trained
@@ -110,7 +110,7 @@ def test_qwen3_vl_recipe_trains_exports_and_serves(tiny_qwen3_vl_dir, tmp_path):
         encoding="utf-8",
     )
     eval_out = tmp_path / "eval_all"
-    argv = ["eval-all", "--model", str(exported), "--config", str(suite), "--out", str(eval_out)]
+    argv = ["eval-all", "--model", str(exported), "--config", str(suite), "--out-dir", str(eval_out)]
     assert unitune([*argv, "--no-progress"]) == 0
     summary = json.loads((eval_out / "summary.json").read_text())
     assert [(d["name"], d["status"]) for d in summary["datasets"]] == [("CROHME 2014", "ok")]

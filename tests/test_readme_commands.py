@@ -66,6 +66,11 @@ GPU_GRPO = (
     "`make grpo-fer ARGS=--smoke` below and tests/test_grpo_train.py"
 )
 
+GPU_QWEN3 = (
+    "GPU only: trains/exports Qwen3-VL-2B from the hub; the same recipes run on the tiny Qwen3-VL in "
+    "tests/test_qwen3_vl_pipeline.py"
+)
+
 PLAN: dict[str, How] = {
     # Set up and check
     "make demo": How(
@@ -105,6 +110,13 @@ PLAN: dict[str, How] = {
     "accelerate launch --num_machines 2 --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR "
     "--main_process_port 29500 --num_processes 16 -m trl_grpo.train --config recipes/unifer_grpo.yaml "
     "grpo.vllm_mode=colocate": How(SKIP, GPU_GRPO),
+    # Backbones
+    "FORCE_TORCHRUN=1 llamafactory-cli train recipes/unimumer_qwen3vl_2b.yaml": How(SKIP, GPU_QWEN3),
+    "llamafactory-cli export recipes/unimumer_qwen3vl_export.yaml": How(SKIP, GPU_QWEN3),
+    "unitune infer --model models/unimumer-qwen3vl-2b --out-dir runs/crohme-q3 data/crohme_2014.json": How(
+        RUN, extra=FEW_TOKENS, expect=""
+    ),
+    "unitune tiny-model models/tiny-qwen3vl --family qwen3_vl": How(RUN, expect=""),
     # unitune infer
     "unitune infer --model models/merged --out-dir runs/crohme data/crohme_2014.json": How(
         RUN, extra=FEW_TOKENS, expect=""
@@ -194,7 +206,7 @@ def _absolute_images(src: Path, dst: Path, key: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> Path:
     """A scratch checkout: links to the code, the tiny model at every README model path, demo data at every
     README data path."""
     from evaluators.cli import main as unitune
@@ -213,6 +225,7 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
     ):
         (ws / model).parent.mkdir(parents=True, exist_ok=True)
         (ws / model).symlink_to(tiny_model_dir)
+    (ws / "models" / "unimumer-qwen3vl-2b").symlink_to(tiny_qwen3_vl_dir)
     raw = ws / "raw"
     assert unitune(["demo-data", "hmer", "--n", "2", "--n-test", "2", "--out", str(raw / "hmer")]) == 0
     assert (

@@ -210,6 +210,35 @@ def markdown_summary(results: list[DatasetResult], paper_model: str | None = Non
     return "\n".join(lines) + "\n"
 
 
+def markdown_report(title: str, text: str) -> str:
+    """An evaluator's printed output as a Markdown document: its tables kept, other blocks fenced as text.
+
+    Example:
+
+    >>> print(markdown_report("demo", "counts: 3\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\n"))
+    # demo
+    <BLANKLINE>
+    ```text
+    counts: 3
+    ```
+    <BLANKLINE>
+    | a | b |
+    |---|---|
+    | 1 | 2 |
+    <BLANKLINE>
+    """
+    parts, block, in_table = [f"# {title}"], [], False
+    for line in [*text.rstrip("\n").splitlines(), ""]:
+        is_table = line.startswith("|")
+        if block and (not line.strip() or is_table != in_table):
+            parts.append("\n".join(block) if in_table else "```text\n" + "\n".join(block) + "\n```")
+            block = []
+        if line.strip():
+            block.append(line)
+            in_table = is_table
+    return "\n\n".join(parts) + "\n"
+
+
 def _evaluate(
     dataset: SuiteDataset, prediction: Path, eval_dir: Path
 ) -> tuple[int | None, dict[str, float], list[str]]:
@@ -226,7 +255,10 @@ def _evaluate(
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         status = unitune(argv)
-    atomic_write_text(eval_dir / "report.md", captured.getvalue())
+    atomic_write_text(
+        eval_dir / "report.md",
+        markdown_report(f"{dataset.name}: unitune {' '.join(argv[:2])}", captured.getvalue()),
+    )
     if status != 0:
         raise UserError(f"`unitune {' '.join(argv)}` exited with status {status} (see the log above).")
     files = sorted(eval_dir.glob("*_metrics.json"))
@@ -234,7 +266,7 @@ def _evaluate(
         raise UserError(f"`unitune {' '.join(argv)}` wrote no *_metrics.json into {eval_dir}.")
     if dataset.task == "hmer":
         doc = json.loads(files[0].read_text(encoding="utf-8"))
-        return int(doc["N"]), {"ExpRate": float(doc["metrics"]["exprate"])}, [str(f) for f in files]
+        return int(doc["N"]), {"ExpRate": 100.0 * float(doc["metrics"]["exprate"])}, [str(f) for f in files]
     headline, n = {}, None
     for protocol, label in (("unifer", "Acc (UniFER protocol)"), ("strict", "Acc (strict)")):
         match = [f for f in files if f.name.endswith(f"_{protocol}_metrics.json")]

@@ -363,7 +363,8 @@ class _Demo:
         out = self.eval / "demo_hmer_test" / "eval"
         self.unitune(["eval", "hmer", str(pred), "--out-dir", str(out)], "09_eval_hmer")
         metrics = json.loads((out / "hmer_demo_test_metrics.json").read_text(encoding="utf-8"))["metrics"]
-        detail = f"ExpRate {metrics['exprate']:.2f}%, edit score {metrics['mean_edit_score']:.2f}"
+        # the JSON holds fractions; the printed detail is in percent, like the paper
+        detail = f"ExpRate {100 * metrics['exprate']:.2f}%, edit score {100 * metrics['mean_edit_score']:.2f}"
         return StepResult(
             "", "done", detail=detail, outputs=[str(out / "hmer_demo_test_results.txt"), str(out)]
         )

@@ -237,6 +237,7 @@ def test_cli_both_total_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         "image_path": "/rafdb/sadness.png",
         "true_label": "sadness",
         "error": False,
+        "model_response": "<think>ok</think><answer>sad</answer>",
         "unifer_pred": "sadness",
         "unifer_rule": "synonym",
         "strict_pred": "sadness",

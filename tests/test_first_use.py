@@ -137,3 +137,88 @@ def test_streamed_jsonl_keeps_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert _mode(path) == 0o644
+
+
+def _provenance_ok(doc: dict, model: str | None) -> None:
+    import datetime
+
+    assert doc["unitune_version"] and doc["model"] == model
+    assert datetime.datetime.fromisoformat(doc["timestamp"]).tzinfo is not None
+    assert doc["git_revision"] is None or len(doc["git_revision"].removesuffix("+dirty")) == 40
+    assert isinstance(doc["config"], dict) and doc["higher_is_better"]
+
+
+def test_hmer_metrics_json_is_in_fractions_with_provenance(tmp_path, capsys):
+    preds = [{"gt": "x + 1", "pred": "x + 1", "img_id": "a"}, {"gt": "y", "pred": "z", "img_id": "b"}]
+    (tmp_path / "set_pred.json").write_text(json.dumps(preds))
+    (tmp_path / "set_infer.meta.json").write_text(json.dumps({"model": "/models/merged"}))
+    assert main(["eval", "hmer", str(tmp_path / "set_pred.json"), "--out-dir", str(tmp_path / "o")]) == 0
+    doc = json.loads((tmp_path / "o" / "set_metrics.json").read_text())
+    assert doc["metrics"]["exprate"] == 0.5 and doc["metrics"]["mean_edit_score"] == 0.5
+    assert all(0 <= v <= 1 for v in doc["metrics"].values())
+    assert all(0 <= g["exprate"] <= 1 for g in doc["analysis"]["by_length"].values())
+    _provenance_ok(doc, "/models/merged")
+    assert "| set | 2 | 50.00 |" in capsys.readouterr().out  # percent only in the printed table
+    assert "50.00%" in (tmp_path / "o" / "set_results.txt").read_text()  # upstream's percent text, unchanged
+
+
+def test_fer_metrics_json_has_provenance_and_samples_keep_the_response(tmp_path):
+    labels = ["angry", "happy", "sad"]
+    question = f"Which expression? Please select your answer from the following candidate labels: {', '.join(labels)}."
+    recs = [
+        {"true_label": "happy", "prompt": question, "model_response": "<answer>happy</answer>"},
+        {"true_label": "sad", "prompt": question, "model_response": "no idea"},
+    ]
+    for rec in recs:
+        rec["candidate_labels"] = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
+        rec["true_label"] = {"happy": "happiness", "sad": "sadness"}[rec["true_label"]]
+    (tmp_path / "rafdb_results.json").write_text(json.dumps(recs))
+    argv = ["eval", "fer", str(tmp_path / "rafdb_results.json"), "--out-dir", str(tmp_path / "o"), "--plots"]
+    assert main([*argv, "--model", "m7b"]) == 0
+    doc = json.loads((tmp_path / "o" / "rafdb_metrics.json").read_text())
+    _provenance_ok(doc, "m7b")
+    assert doc["higher_is_better"]["accuracy"] is True and doc["config"]["protocol"] == "strict"
+    assert doc["overall"]["accuracy"] == 0.5
+    samples = [json.loads(line) for line in (tmp_path / "o" / "rafdb_samples.jsonl").read_text().splitlines()]
+    assert [s["model_response"] for s in samples] == ["<answer>happy</answer>", "no idea"]
+
+
+def test_confusion_plot_has_an_invalid_column_so_rows_sum_to_support(tmp_path, monkeypatch):
+    from evaluators.fer import plots
+    from evaluators.fer.evaluate import load_results_records, score_file
+
+    labels = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
+    recs = [
+        {"true_label": t, "candidate_labels": labels, "model_response": r}
+        for t, r in [
+            ("sadness", "<answer>sadness</answer>"),
+            ("sadness", "??"),
+            ("anger", "<answer>x</answer>"),
+        ]
+    ]
+    drawn = {}
+    real = plots.plot_confusion_matrix
+
+    def spy(matrix, rows, path, title="", columns=None):
+        drawn.update(matrix=matrix, rows=rows, columns=columns)
+        return real(matrix, rows, path, title, columns)
+
+    monkeypatch.setattr(plots, "plot_confusion_matrix", spy)
+    (tmp_path / "rafdb_results.json").write_text(json.dumps(recs))
+    argv = ["eval", "fer", str(tmp_path / "rafdb_results.json"), "--out-dir", str(tmp_path / "o"), "--plots"]
+    assert main(argv) == 0
+    assert drawn["columns"] == [*labels, "invalid"]
+    support = {row["emotion"]: row["support"] for row in score_file(
+        load_results_records(recs, "m"), "strict").metrics["per_class"]}  # fmt: skip
+    assert [sum(row) for row in drawn["matrix"]] == [support[label] for label in labels]
+    assert drawn["matrix"][labels.index("sadness")][-1] == 1
+    assert (tmp_path / "o" / "rafdb_confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_all_report_is_markdown():
+    from evaluators.suite import markdown_report
+
+    text = "== rafdb · protocol strict ==\naccuracy 0.5000\n\n| file | acc |\n|---|---|\n| r | 0.5 |\n"
+    report = markdown_report("RAF-DB: unitune eval fer", text)
+    assert report.startswith("# RAF-DB: unitune eval fer\n\n```text\n== rafdb")
+    assert "```\n\n| file | acc |\n|---|---|\n| r | 0.5 |\n" in report

@@ -400,8 +400,8 @@ def test_cli_plots_and_cot_options(tmp_path, capsys):
     assert (out / "cot_analysis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads((out / "cot_metrics.json").read_text())
     assert doc["config"]["normalize"] is True and doc["config"]["extract"] == "last-line"
-    assert doc["metrics"]["exprate"] == 75.0
-    assert doc["analysis"]["sc_consistency"] == {"n_with_counts": 4, "consistent": 3, "rate": 75.0}
+    assert doc["metrics"]["exprate"] == 0.75  # fractions in the JSON, percent in the printed table
+    assert doc["analysis"]["sc_consistency"] == {"n_with_counts": 4, "consistent": 3, "rate": 0.75}
     assert doc["analysis"]["confusions"]["substitutions"] == [["2", "3", 1]]
     assert "| cot | 4 | 75.00 |" in capsys.readouterr().out
 

@@ -32,6 +32,7 @@ from evaluators.fer.report import (
 )
 from evaluators.io_utils import atomic_write_json, write_jsonl_atomic
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
+from evaluators.provenance import model_from_inference_meta
 
 __all__ = ["add_arguments", "run"]
 
@@ -51,18 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(CANDIDATE_LABELS), help="force the dataset of every FILE")
     parser.add_argument("--plots", action="store_true", help="write confusion-matrix PNGs")
     add_out_dir(parser, "folder for the outputs", required=True)
+    parser.add_argument(
+        "--model",
+        help="model recorded in the metrics JSON (default: from unitune infer's .meta.json, if any)",
+    )
 
 
-def _write(out_dir: Path, stem: str, score: ProtocolScore, source, both: bool, plots: bool) -> Path:
+def _write(
+    out_dir: Path, stem: str, score: ProtocolScore, source, both: bool, plots: bool, model: str | None = None
+) -> Path:
     name = f"{stem}_{score.protocol}" if both else stem
-    path = atomic_write_json(out_dir / f"{name}_metrics.json", build_metrics_json(score, source))
+    doc = build_metrics_json(score, source, model=model)
+    path = atomic_write_json(out_dir / f"{name}_metrics.json", doc)
     if plots:
-        from evaluators.fer.plots import plot_confusion_matrix
+        from evaluators.fer.plots import confusion_with_other, plot_confusion_matrix
 
         title = f"{DATASET_TITLES.get(score.dataset, score.dataset)} · {score.protocol}"
-        plot_confusion_matrix(
-            score.metrics["confusion_matrix"], score.labels, out_dir / f"{name}_confusion.png", title
-        )
+        other = (
+            "unknown" if score.protocol == "unifer" else "invalid"
+        )  # rows then sum to each class's support
+        matrix, columns = confusion_with_other(score.scored, score.labels, other)
+        plot_confusion_matrix(matrix, score.labels, out_dir / f"{name}_confusion.png", title, columns)
     return path
 
 
@@ -84,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     for stem, loaded in zip(stems, loaded_files, strict=True):
         scores = [score_file(loaded, p) for p in protocols]
         for score in scores:
-            path = _write(out_dir, stem, score, loaded.source, both, args.plots)
+            model = args.model or model_from_inference_meta(loaded.source)
+            path = _write(out_dir, stem, score, loaded.source, both, args.plots, model)
             logger.info("wrote %s", path)
             sys.stdout.write(format_report(score, stem) + "\n\n")
             summary.append((stem, score))
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         sources = [f.source for f in loaded_files]
         for protocol in protocols:
             score = score_total(loaded_files, protocol)
-            path = _write(out_dir, "total", score, sources, both, args.plots)
+            path = _write(out_dir, "total", score, sources, both, args.plots, args.model)
             logger.info("wrote %s", path)
             sys.stdout.write(format_report(score, "total") + "\n\n")
             summary.append(("total", score))

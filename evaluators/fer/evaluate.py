@@ -71,6 +71,8 @@ class ProtocolScore:
     rules: list[str]
     metrics: dict[str, Any]
     counts: dict[str, int]
+    #: The scored (true, predicted) pairs behind ``metrics``, predictions outside ``labels`` included.
+    scored: list[tuple[str, str]] = field(default_factory=list)
 
 
 def results_stem(path: str | os.PathLike) -> str:
@@ -254,7 +256,9 @@ def score_file(loaded: LoadedResults, protocol: str) -> ProtocolScore:
     labels = list(loaded.labels)
     metrics = compute_metrics(true, pred, labels, macro_over_labels=(protocol == "strict"))
     counts = _counts(protocol, len(loaded.true_labels), sum(loaded.errors), sum(loaded.bad_response), pred)
-    return ProtocolScore(protocol, loaded.dataset, labels, preds, rules, metrics, counts)
+    return ProtocolScore(
+        protocol, loaded.dataset, labels, preds, rules, metrics, counts, list(zip(true, pred, strict=True))
+    )
 
 
 def score_total(files: Sequence[LoadedResults], protocol: str) -> ProtocolScore:
@@ -308,4 +312,6 @@ def score_total(files: Sequence[LoadedResults], protocol: str) -> ProtocolScore:
         sum(sum(f.bad_response) for f in ordered),
         pred_all,
     )
-    return ProtocolScore(protocol, "total", labels, preds, rules, metrics, counts)
+    return ProtocolScore(
+        protocol, "total", labels, preds, rules, metrics, counts, list(zip(true_all, pred_all, strict=True))
+    )

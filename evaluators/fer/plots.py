@@ -9,17 +9,42 @@ from pathlib import Path
 
 from evaluators.io_utils import atomic_write_bytes
 
-__all__ = ["plot_confusion_matrix"]
+__all__ = ["confusion_with_other", "plot_confusion_matrix"]
+
+
+def confusion_with_other(
+    pairs: Sequence[tuple[str, str]], labels: Sequence[str], other: str
+) -> tuple[list[list[int]], list[str]]:
+    """Counts with one extra column ``other`` for predictions outside ``labels`` (invalid / unknown answers).
+
+    Every scored item lands in its row, so each row sums to the class's support.
+
+    Example:
+
+    >>> confusion_with_other([("a", "a"), ("a", "invalid"), ("b", "a")], ["a", "b"], "invalid")
+    ([[1, 0, 1], [1, 0, 0]], ['a', 'b', 'invalid'])
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * (len(labels) + 1) for _ in labels]
+    for true, pred in pairs:
+        if true in index:
+            matrix[index[true]][index.get(pred, len(labels))] += 1
+    return matrix, [*labels, other]
 
 
 def plot_confusion_matrix(
-    matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | os.PathLike, title: str = ""
+    matrix: Sequence[Sequence[int]],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+    columns: Sequence[str] | None = None,
 ) -> Path:
     """Draw ``matrix`` (rows true, columns predicted) as a row-normalised heat map annotated with counts.
 
     Args:
-        matrix (`Sequence[Sequence[int]]`): square count matrix in ``labels`` order.
-        labels (`Sequence[str]`): row/column names.
+        matrix (`Sequence[Sequence[int]]`): count matrix, rows in ``labels`` order, columns in ``columns``.
+        labels (`Sequence[str]`): row names (and column names when ``columns`` is not given).
+        columns (`Sequence[str]`, *optional*): column names, e.g. ``labels`` plus ``"invalid"``.
         path (`str` or `os.PathLike`): the PNG to write (folders are created).
         title (`str`, *optional*): figure title.
 
@@ -39,21 +64,22 @@ def plot_confusion_matrix(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    counts = np.asarray(matrix, dtype=float).reshape(len(labels), len(labels))
+    columns = list(labels if columns is None else columns)
+    counts = np.asarray(matrix, dtype=float).reshape(len(labels), len(columns))
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    size = max(4.0, 0.75 * len(labels) + 2.0)
+    size = max(4.0, 0.75 * len(columns) + 2.0)
     fig, ax = plt.subplots(figsize=(size, size))
     try:
         ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45, ha="right")
+        ax.set_xticks(range(len(columns)), labels=columns, rotation=45, ha="right")
         ax.set_yticks(range(len(labels)), labels=list(labels))
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         if title:
             ax.set_title(title)
         for i in range(len(labels)):
-            for j in range(len(labels)):
+            for j in range(len(columns)):
                 ax.text(
                     j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.5 else "black",

@@ -1,7 +1,9 @@
 """UniFER-schema metrics JSON, per-sample records and the printed tables.
 
-The metrics JSON keeps UniFER's keys unchanged (``overall``, ``per_class``, ``confusion_matrix``) and adds
-``protocol``, ``dataset``, ``labels`` (row/column order of the matrix), ``counts`` and ``source``.
+The metrics JSON keeps UniFER's keys unchanged (``overall``, ``per_class``, ``confusion_matrix``; every rate a
+fraction in 0-1) and adds ``protocol``, ``dataset``, ``labels`` (row/column order of the matrix), ``counts``,
+``source``, ``config``, ``higher_is_better`` and the provenance fields (unitune version, git revision, timestamp,
+model).
 """
 
 from __future__ import annotations
@@ -10,8 +12,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from evaluators.fer.evaluate import LoadedResults, ProtocolScore
+from evaluators.provenance import provenance
 
-__all__ = ["DATASET_TITLES", "build_metrics_json", "format_comparison", "format_report", "sample_records"]
+#: Direction of every metric in the FER metrics JSON.
+HIGHER_IS_BETTER: dict[str, bool] = {"accuracy": True, "precision": True, "recall": True, "f1": True}
+
+_MACRO = {
+    "unifer": "macro over every label seen (true or predicted, unknown included), as UniFER",
+    "strict": "macro over the candidate labels",
+}
+
+__all__ = [
+    "DATASET_TITLES",
+    "HIGHER_IS_BETTER",
+    "build_metrics_json",
+    "format_comparison",
+    "format_report",
+    "sample_records",
+]
 
 #: Display names of the FERBench sets.
 DATASET_TITLES: dict[str, str] = {
@@ -23,7 +41,12 @@ DATASET_TITLES: dict[str, str] = {
 }
 
 
-def build_metrics_json(score: ProtocolScore, source: str | Sequence[str]) -> dict[str, Any]:
+def build_metrics_json(
+    score: ProtocolScore,
+    source: str | Sequence[str],
+    model: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Return the metrics document written to ``<stem>_metrics.json``.
 
     Example:
@@ -32,8 +55,9 @@ def build_metrics_json(score: ProtocolScore, source: str | Sequence[str]) -> dic
     >>> recs = [{"true_label": "sad", "model_response": "<answer>sad</answer>",
     ...          "candidate_labels": ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]}]
     >>> doc = build_metrics_json(score_file(load_results_records(recs, "m"), "strict"), "m")
-    >>> list(doc)
-    ['overall', 'per_class', 'confusion_matrix', 'protocol', 'dataset', 'labels', 'counts', 'source']
+    >>> list(doc)  # doctest: +NORMALIZE_WHITESPACE
+    ['overall', 'per_class', 'confusion_matrix', 'protocol', 'dataset', 'labels', 'counts', 'source',
+     'evaluator', 'unitune_version', 'git_revision', 'timestamp', 'model', 'scale', 'config', 'higher_is_better']
     """
     return {
         **score.metrics,
@@ -42,11 +66,16 @@ def build_metrics_json(score: ProtocolScore, source: str | Sequence[str]) -> dic
         "labels": list(score.labels),
         "counts": dict(score.counts),
         "source": source if isinstance(source, str) else list(source),
+        "evaluator": "unitune eval fer",
+        **provenance(model),
+        "scale": "fractions in 0-1",
+        "config": {"protocol": score.protocol, "macro_average": _MACRO.get(score.protocol), **(config or {})},
+        "higher_is_better": HIGHER_IS_BETTER,
     }
 
 
 def sample_records(loaded: LoadedResults, scores: Sequence[ProtocolScore]) -> list[dict[str, Any]]:
-    """One record per item: identity, gold label, error flag, and ``<protocol>_pred``/``<protocol>_rule``.
+    """One record per item: identity, gold label, error flag, the response, ``<protocol>_pred``/``_rule``.
 
     Example:
 
@@ -56,8 +85,8 @@ def sample_records(loaded: LoadedResults, scores: Sequence[ProtocolScore]) -> li
     >>> loaded = load_results_records(recs, "m")
     >>> sample_records(loaded, [score_file(loaded, "unifer"), score_file(loaded, "strict")])[0]
     ... # doctest: +NORMALIZE_WHITESPACE
-    {'index': 0, 'image_path': '/x.png', 'true_label': 'sad', 'error': False, 'unifer_pred': 'sad',
-     'unifer_rule': 'response_label', 'strict_pred': 'invalid', 'strict_rule': 'no_answer'}
+    {'index': 0, 'image_path': '/x.png', 'true_label': 'sad', 'error': False, 'model_response': 'so sad',
+     'unifer_pred': 'sad', 'unifer_rule': 'response_label', 'strict_pred': 'invalid', 'strict_rule': 'no_answer'}
     """
     rows = []
     for index, record in enumerate(loaded.records):
@@ -66,6 +95,7 @@ def sample_records(loaded: LoadedResults, scores: Sequence[ProtocolScore]) -> li
             "image_path": record.get("image_path"),
             "true_label": loaded.true_labels[index],
             "error": loaded.errors[index],
+            "model_response": record.get("model_response"),
         }
         for score in scores:
             row[f"{score.protocol}_pred"] = score.predictions[index]

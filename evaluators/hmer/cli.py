@@ -4,7 +4,8 @@ For each FILE (upstream prediction JSON, LLaMA-Factory generated_predictions.jso
 inference JSONL) it writes to --out-dir:
 
   <stem>_results.txt   byte-identical to upstream's scripts/eval_metrics_calculator.py output
-  <stem>_metrics.json  every metric unrounded, N, config, version, higher_is_better, error analysis
+  <stem>_metrics.json  every metric unrounded as a fraction in 0-1, N, config, higher_is_better, error
+                       analysis, unitune version, git revision, timestamp and model
   <stem>_samples.jsonl per sample: id, distance, edit score, edit ops
   <stem>_analysis.png  with --plots: ExpRate by length/structure, top token confusions
 
@@ -39,6 +40,7 @@ from evaluators.hmer.metrics import (
 from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
 from evaluators.io_utils import atomic_write_json, atomic_write_text, write_lines_atomic
 from evaluators.knowledge.latex import EXTRACT_MODES
+from evaluators.provenance import model_from_inference_meta, provenance, unitune_version
 
 __all__ = [
     "add_arguments",
@@ -76,17 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", action="store_true", help="also write <stem>_analysis.png")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="input format (default: detect)")
     parser.add_argument("--top", type=int, default=20, help="confusions to list per kind (default 20)")
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("unitune")
-    except Exception:  # not installed as a distribution: fall back to the package attribute
-        from evaluators import __version__
-
-        return __version__
+    parser.add_argument(
+        "--model",
+        help="model recorded in the metrics JSON (default: from unitune infer's .meta.json, if any)",
+    )
 
 
 def resolve_stems(paths: list[Path]) -> list[str]:
@@ -116,13 +111,43 @@ def resolve_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
+#: Metrics ``HmerResult`` holds in percent (upstream's scale, kept for results.txt and the printed table).
+PERCENT_METRICS = frozenset(["exprate", "error_le_1", "error_le_2", "error_le_3", "mean_edit_score", "bleu4"])
+
+
+def as_fractions(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics on a 0-1 scale, as every metrics JSON stores them (percent only in printed tables).
+
+    Example:
+
+    >>> as_fractions({"exprate": 50.0, "cer": 0.25})
+    {'exprate': 0.5, 'cer': 0.25}
+    """
+    return {k: (v / 100 if k in PERCENT_METRICS and v is not None else v) for k, v in metrics.items()}
+
+
+def _analysis_fractions(analysis: dict) -> dict:
+    out = dict(analysis)
+    for key in ("by_length", "by_structure"):
+        if key in out:
+            out[key] = {name: as_fractions(group) for name, group in out[key].items()}
+    if "sc_consistency" in out and out["sc_consistency"].get("rate") is not None:
+        out["sc_consistency"] = {**out["sc_consistency"], "rate": out["sc_consistency"]["rate"] / 100}
+    return out
+
+
 def metrics_document(
-    result: HmerResult, loaded: LoadedPredictions, analysis: dict | None = None
+    result: HmerResult, loaded: LoadedPredictions, analysis: dict | None = None, model: str | None = None
 ) -> dict[str, object]:
-    """The ``<stem>_metrics.json`` content."""
+    """The ``<stem>_metrics.json`` content: every rate a fraction in 0-1, plus provenance.
+
+    ``upstream_rounded`` alone keeps upstream's own percent values and keys, for a side-by-side check.
+    """
     return {
         "evaluator": "unitune eval hmer",
-        "version": _version(),
+        **provenance(model if model is not None else model_from_inference_meta(loaded.path)),
+        "version": unitune_version(),
+        "scale": "fractions in 0-1 (upstream_rounded: upstream's percent values)",
         "input": str(loaded.path),
         "format": loaded.format,
         "N": result.n,
@@ -136,13 +161,13 @@ def metrics_document(
             "cer": "character Levenshtein / label characters, whitespace removed on both sides",
             "token_edits_per_gt_char": "upstream's 'Character Error Rate': token edits / label characters",
         },
-        "metrics": result.metrics,
+        "metrics": as_fractions(result.metrics),
         "higher_is_better": HIGHER_IS_BETTER,
         "counts": {f"distance_le_{k}": result.counts[k] for k in THRESHOLDS},
         "upstream_rounded": upstream_rounded(result),
         "warnings": loaded.warnings,
         "notes": loaded.notes,
-        "analysis": analysis or {},
+        "analysis": _analysis_fractions(analysis or {}),
     }
 
 
@@ -296,7 +321,9 @@ def _run(args: argparse.Namespace) -> int:
         analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
         out = args.out_dir
         atomic_write_text(out / f"{stem}_results.txt", format_upstream_results(result))
-        atomic_write_json(out / f"{stem}_metrics.json", metrics_document(result, loaded, analysis))
+        atomic_write_json(
+            out / f"{stem}_metrics.json", metrics_document(result, loaded, analysis, args.model)
+        )
         write_lines_atomic(out / f"{stem}_samples.jsonl", sample_lines(result))
         if args.plots:
             plot_analysis(analysis, out / f"{stem}_analysis.png", title=f"{stem} (N={result.n})")

@@ -42,8 +42,8 @@ test: install lint  ## lint, then the whole test suite with doctests (slow end-t
 demo: install  ## the main job end to end on built-in synthetic data (CPU, offline, tiny model)
 	$(BIN)/unitune demo
 
-grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml); CPU smoke run: make grpo-fer ARGS=--smoke
-	$(BIN)/python -m trl_grpo.train --config recipes/unifer_grpo.yaml $(ARGS)
+grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml, accelerate launch); CPU smoke run: make grpo-fer ARGS=--smoke
+	$(BIN)/accelerate launch -m trl_grpo.train --config recipes/unifer_grpo.yaml $(ARGS)
 
 eval-all: install  ## infer + evaluate every dataset of a suite: make eval-all MODEL=path [CONFIG=...] [OUT=...]
 	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=runs/eval-all/<model name>]"; exit 2; }

@@ -80,6 +80,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "validate": "llamafactory_ext.validate",
         "fer-sft": "llamafactory_ext.fer_data",
         "fer-rlvr": "trl_grpo.rlvr_data",
+        "hmer-rlvr": "trl_grpo.hmer_rlvr",
     },
     "eval": {
         "hmer": "evaluators.hmer.cli",

@@ -10,8 +10,8 @@
  5. ``llamafactory-cli train recipes/unimumer_qlora.yaml`` (overridden to the tiny model and a few steps),
     then ``llamafactory-cli export recipes/unimumer_merge_lora.yaml``;
  6. ``unitune infer --backend hf`` + ``unitune eval hmer`` on the held-out formulas;
- 7. ``python -m trl_grpo.train --config recipes/unifer_grpo.yaml`` (2 GRPO steps with unitune's rewards on the
-    demo faces), ``unitune infer`` + ``unitune eval fer --protocol both``;
+ 7. ``unitune data fer-rlvr`` then ``python -m trl_grpo.train --config recipes/unifer_grpo.yaml --smoke`` (2 GRPO
+    steps with unitune's rewards on the demo faces), ``unitune infer`` + ``unitune eval fer --protocol both``;
  8. ``unitune eval-all`` over the demo suite (finished inference is reused), then a summary.
 
 Every step is resumable: a re-run skips steps whose outputs are complete. Each step's log is in
@@ -373,6 +373,19 @@ class _Demo:
         if self._complete(self.grpo, "config.json", "model.safetensors", "preprocessor_config.json"):
             return StepResult("", "reused", outputs=[str(self.grpo)])
         self._fresh(self.grpo)
+        grpo_data = self.grpo / "data"
+        self.unitune(
+            [
+                "data",
+                "fer-rlvr",
+                str(self.fer_data / "fer_demo_rlvr.json"),
+                "--image-root",
+                str(self.fer_data),
+                "--out",
+                str(grpo_data),
+            ],
+            "10_grpo_data",
+        )
         argv = [
             sys.executable,
             "-m",
@@ -380,15 +393,18 @@ class _Demo:
             "--config",
             str(_recipe("unifer_grpo.yaml")),
             "--smoke",
-        ]
-        argv += [
-            "model.tiny=false",
-            f"model.name_or_path={self.tiny}",
-            "data.synthetic=null",
-            f"data.path={self.fer_data / 'fer_demo_rlvr.json'}",
-            f"data.image_root={self.fer_data}",
-            f"grpo.output_dir={self.grpo}",
-            "grpo.max_steps=2",
+            "--tiny_model",
+            "false",
+            "--model_name_or_path",
+            str(self.tiny),
+            "--synthetic_data",
+            "false",
+            "--dataset_name",
+            str(grpo_data),
+            "--output_dir",
+            str(self.grpo),
+            "--max_steps",
+            "2",
         ]
         self.shell(argv, "10_grpo_train")
         return StepResult(

@@ -1,21 +1,26 @@
-"""Convert RLVR data (problem, solution, image_path) into TRL GRPO rows with 224x224 images.
+"""Convert RLVR data (problem, solution, image_path) into a TRL GRPO dataset folder with 224x224 images.
 
 UniFER's RLVR files are JSON lists (or JSONL) of ``{"problem", "solution", "image_path"}``; ``image_path`` is
-resolved against ``--image-root`` (a leading ``/`` is dropped, as UniFER's paths are root-relative). Each row
-becomes one GRPO row:
+resolved against ``--image-root`` (a leading ``/`` is dropped, as UniFER's paths are root-relative). FERBench QA
+records (``{"prompt", "true_label", "image_path", "candidate_labels"}``, a held-out eval set) and sharegpt
+records (``{"images": [...], "messages": [human, gpt]}``, e.g. Uni-MuMER's LLaMA-Factory data) are read too.
+Each record becomes one GRPO row:
 
 - ``prompt``: one user turn, no system turn, an image placeholder then the problem text
   (``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": problem}]}]``); a ``<image>``
   token in the problem (LLaMA-Factory style) is removed, the placeholder stands for it;
-- ``image``: the image, RGB, resized to 224x224 (UniFER's input size) and written once per source image;
-- ``solution``, ``problem``, ``image_path`` (the source path), ``task`` (``"fer"`` or ``"hmer"``);
-- ``candidate_labels`` (FER): the record's own list, else the list in the problem text ("candidate labels: a,
-  b, c."), else ``[]`` (the reward then uses the gold's spelling, which scores the same).
+- ``image``: the image, RGB, resized to 224x224 (UniFER's input size), **embedded** as PNG bytes;
+- ``solution``, ``candidate_labels`` (FER: the record's own list, else the list in the problem text
+  ("candidate labels: a, b, c."), else ``[]``; HMER: ``[]``), ``task`` (``"fer"`` or ``"hmer"``), ``problem``
+  and ``image_path`` (the source path). Every task has the same columns, so FER and HMER sets mix.
 
 Validation (every row, all problems reported at once): the image exists and decodes; a FER solution has an
-``<answer>…</answer>`` span whose label is one of the candidates; an HMER solution is non-empty. The output is
-``OUT/grpo.jsonl`` plus ``OUT/images/``, loadable with :func:`load_grpo_dataset`. Sharegpt records
-(``{"images": [...], "messages": [human, gpt]}``, e.g. Uni-MuMER's LLaMA-Factory data) are read too.
+``<answer>…</answer>`` span whose label is one of the candidates; an HMER solution is non-empty.
+
+The output folder is a Hugging Face dataset that ``datasets.load_dataset(OUT)`` and ``trl grpo --dataset_name
+OUT`` load from any working directory: ``OUT/data/<split>-00000-of-00001.parquet`` (``train``, and ``test``
+with ``--eval``; the Hub's file naming, which ``load_dataset`` maps to splits) and a ``README.md`` card. Resized images
+are cached under ``OUT/.cache/images/`` (hidden from ``load_dataset``), so a re-run only re-encodes new images.
 """
 
 from __future__ import annotations
@@ -31,19 +36,19 @@ from typing import Any
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
-from evaluators.io_utils import read_records, write_jsonl_atomic
+from evaluators.io_utils import atomic_write_text, read_records
 from evaluators.knowledge.answers import extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "FER_PROBLEM",
-    "OUTPUT_NAME",
     "build_prompt",
     "convert_records",
+    "grpo_features",
     "load_grpo_dataset",
     "parse_candidate_labels",
-    "prepare_grpo_data",
+    "split_file",
     "write_synthetic_rlvr",
 ]
 
@@ -51,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 #: UniFER's input size; images are resized to (size, size).
 DEFAULT_IMAGE_SIZE = 224
-#: File name of the converted rows inside the output folder.
-OUTPUT_NAME = "grpo.jsonl"
 #: FERBench's question, with ``{labels}`` for the comma-separated candidates (used by the synthetic data).
 FER_PROBLEM = (
     "As an expert in facial expression recognition, which expression is most prominent in this image? Please "
@@ -69,6 +72,7 @@ _TASKS = ("fer", "hmer")
 _CANDIDATES_RE = re.compile(r"candidate labels?\s*:\s*(.+?)(?:\.(?:\s|$)|\n|$)", re.IGNORECASE)
 _KNOWN_LABELS = tuple(dict.fromkeys(label for labels in CANDIDATE_LABELS.values() for label in labels))
 _MAX_REPORTED = 5
+_PARQUET_CHUNK = 256
 
 
 def parse_candidate_labels(problem: str) -> list[str] | None:
@@ -116,6 +120,16 @@ def _from_sharegpt(record: dict) -> dict:
     }
 
 
+def _from_ferbench(record: dict) -> dict:
+    """A FERBench QA item ``{prompt, true_label, image_path, candidate_labels}`` -> an RLVR record."""
+    label = record.get("true_label")
+    return {
+        **record,
+        "problem": record["prompt"],
+        "solution": f"<answer>{label}</answer>" if isinstance(label, str) and label.strip() else None,
+    }
+
+
 def _resolve(image_path: str, image_root: Path | None) -> Path:
     """``image_root / image_path`` (UniFER's leading ``/`` dropped); an existing absolute path is kept."""
     if image_root is None:
@@ -132,6 +146,8 @@ def _check_row(index: int, record: Any, task: str) -> tuple[dict | None, str | N
         return None, f"row {index}: expected an object, got {type(record).__name__}"
     if "problem" not in record and ("messages" in record or "conversations" in record):
         record = _from_sharegpt(record)
+    elif "problem" not in record and isinstance(record.get("prompt"), str) and "true_label" in record:
+        record = _from_ferbench(record)
     for key in ("problem", "solution", "image_path"):
         if not isinstance(record.get(key), str) or not record[key].strip():
             got = record.get(key)
@@ -154,11 +170,14 @@ def _check_row(index: int, record: Any, task: str) -> tuple[dict | None, str | N
             shown = candidates or "any FERBench label"
             return None, f"row {index}: answer {answer!r} is not one of the candidate labels ({shown})"
         row["candidate_labels"] = [str(label) for label in candidates or []]
+    else:
+        row["candidate_labels"] = []
     return row, None
 
 
-def _image_name(source: Path) -> str:
-    return hashlib.sha1(str(source).encode("utf-8")).hexdigest()[:20] + ".png"
+def _image_name(source: Path, image_size: int | None) -> str:
+    """Cache name: a hash of the source path and the output size (another size is another file)."""
+    return hashlib.sha1(f"{source}|{image_size}".encode()).hexdigest()[:20] + ".png"
 
 
 def _write_image(source: Path, dest: Path, image_size: int | None) -> str | None:
@@ -182,6 +201,74 @@ def _write_image(source: Path, dest: Path, image_size: int | None) -> str | None
     return None
 
 
+def grpo_features():
+    """The ``datasets.Features`` of every GRPO dataset unitune writes (FER and HMER alike, so they mix).
+
+    Example:
+
+    >>> sorted(grpo_features())
+    ['candidate_labels', 'image', 'image_path', 'problem', 'prompt', 'solution', 'task']
+    """
+    from datasets import Features, Image, Value
+
+    text = Value("string")
+    return Features(
+        {
+            "prompt": [{"role": text, "content": [{"type": text, "text": text}]}],
+            "image": Image(),
+            "solution": text,
+            "candidate_labels": [text],
+            "task": text,
+            "problem": text,
+            "image_path": text,
+        }
+    )
+
+
+def split_file(out_dir: str | os.PathLike, split: str) -> Path:
+    """Where split ``split`` of the dataset folder ``out_dir`` is written (the Hub's parquet naming)."""
+    return Path(out_dir) / "data" / f"{split}-00000-of-00001.parquet"
+
+
+def _write_parquet(path: Path, rows: list[dict], images_dir: Path) -> None:
+    """Write ``rows`` (``image`` = a cached file name) to ``path`` atomically, in chunks, images embedded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = grpo_features()
+    schema = features.arrow_schema
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(rows), _PARQUET_CHUNK):
+            chunk = []
+            for row in rows[start : start + _PARQUET_CHUNK]:
+                name = row["image"]
+                image = {"bytes": (images_dir / name).read_bytes(), "path": name}
+                chunk.append(features.encode_example({**row, "image": image}))
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+    os.replace(tmp, path)
+
+
+def _write_card(out_dir: Path) -> Path:
+    """Write the dataset card ``README.md``, listing the split files present.
+
+    The card has no ``configs`` block on purpose: with one, datasets 4.0 caches a local folder under its
+    *name* and the patterns alone, so two folders both called ``grpo`` would load the same cached rows. Without
+    it, ``load_dataset`` finds ``data/<split>-*.parquet`` by the Hub's naming and hashes the real files.
+    """
+    splits = sorted(p.name.split("-", 1)[0] for p in (out_dir / "data").glob("*-00000-of-00001.parquet"))
+    card = (
+        "---\npretty_name: unitune GRPO dataset\ntags: [unitune, grpo]\n---\n\n"
+        "# GRPO dataset written by `unitune data fer-rlvr` / `hmer-rlvr`\n\n"
+        f"Splits: {', '.join(splits)}. Columns: `prompt` (conversational, one image placeholder), `image` "
+        "(embedded PNG), `solution`, `candidate_labels`, `task`, `problem`, `image_path` (the source image). Load it "
+        "with `datasets.load_dataset(THIS_FOLDER)` or train with `trl grpo --dataset_name THIS_FOLDER "
+        "--reward_funcs trl_grpo.rewards.fer_accuracy_reward`.\n"
+    )
+    return atomic_write_text(out_dir / "README.md", card)
+
+
 def convert_records(
     records: Sequence[Any],
     out_dir: str | os.PathLike,
@@ -190,28 +277,42 @@ def convert_records(
     image_size: int | None = DEFAULT_IMAGE_SIZE,
     skip_invalid: bool = False,
     source: str = "input",
+    split: str = "train",
 ) -> Path:
-    """Validate and convert RLVR records into ``out_dir/grpo.jsonl`` and ``out_dir/images/``.
+    """Validate and convert records into split ``split`` of the dataset folder ``out_dir``.
 
     Args:
-        records (`Sequence[dict]`): ``{"problem", "solution", "image_path"}`` (or sharegpt) records.
-        out_dir (`str` or `PathLike`): output folder; existing converted images are reused.
+        records (`Sequence[dict]`): RLVR ``{"problem", "solution", "image_path"}``, FERBench QA or sharegpt records.
+        out_dir (`str` or `PathLike`): the dataset folder; other splits in it are kept, cached images reused.
         image_root (`str` or `PathLike`, *optional*): folder that ``image_path`` is relative to.
         task (`str`, defaults to ``"fer"``): ``"fer"`` (label checks) or ``"hmer"``.
         image_size (`int` or `None`, defaults to 224): square output size; ``None`` keeps the size.
         skip_invalid (`bool`, defaults to `False`): drop invalid rows with a warning instead of failing.
         source (`str`): name of the input, used in messages.
+        split (`str`, defaults to ``"train"``): the split to write (``"test"`` for an eval set).
 
     Returns:
-        `Path`: the written JSONL file; its ``image`` paths are relative to its folder.
+        `Path`: the dataset folder (``datasets.load_dataset(str(path))`` loads it).
 
     Raises:
         UserError: invalid rows (the count and the first few, one line), or no valid row at all.
+
+    Example:
+
+    >>> import tempfile, pathlib, datasets
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> rlvr = write_synthetic_rlvr(tmp / "raw", task="fer", n=2)
+    >>> folder = convert_records(read_records(rlvr), tmp / "grpo", image_root=tmp / "raw")
+    >>> ds = datasets.load_dataset(str(folder), split="train")
+    >>> ds.num_rows, ds[0]["image"].size, ds[0]["task"]
+    (2, (224, 224), 'fer')
     """
     if task not in _TASKS:
         raise UserError(f"task must be one of {_TASKS}, got {task!r}.")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", split):
+        raise UserError(f"split must be a lowercase name like train or test, got {split!r}.")
     out = Path(out_dir)
-    images_dir = out / "images"
+    images_dir = out / ".cache" / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     root = Path(image_root) if image_root is not None else None
     rows, errors, done = [], [], {}
@@ -222,13 +323,13 @@ def convert_records(
             continue
         src = _resolve(row["image_path"], root)
         if src not in done:
-            dest = images_dir / _image_name(src)
+            dest = images_dir / _image_name(src, image_size)
             done[src] = (dest, _write_image(src, dest, image_size))
         dest, error = done[src]
         if error is not None:
             errors.append(f"row {index}: {error}")
             continue
-        row["image"] = f"images/{dest.name}"
+        row["image"] = dest.name
         rows.append(row)
     if errors:
         summary = f"{source}: {len(errors)} of {len(records)} rows are invalid: " + "; ".join(
@@ -237,53 +338,24 @@ def convert_records(
         if len(errors) > _MAX_REPORTED:
             summary += f"; ... ({len(errors) - _MAX_REPORTED} more)"
         if not skip_invalid:
-            raise UserError(summary + " (pass --skip-invalid / data.skip_invalid to drop them).")
+            raise UserError(summary + " (pass --skip-invalid to drop them).")
         logger.warning("%s; dropped.", summary)
     if not rows:
         raise UserError(f"{source}: no valid row to train on.")
-    path = write_jsonl_atomic(out / OUTPUT_NAME, rows)
-    logger.info("wrote %d GRPO rows (%d images) to %s", len(rows), len(done), path)
-    return path
+    _write_parquet(split_file(out, split), rows, images_dir)
+    _write_card(out)
+    logger.info("wrote %d GRPO rows (%d images) to split %r of %s", len(rows), len(done), split, out)
+    return out
 
 
-def prepare_grpo_data(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    image_root: str | os.PathLike | None = None,
-    task: str = "fer",
-    image_size: int | None = DEFAULT_IMAGE_SIZE,
-    skip_invalid: bool = False,
-) -> Path:
-    """Return a GRPO JSONL for ``path``: the file itself if it already holds GRPO rows, else its conversion.
+def load_grpo_dataset(path: str | os.PathLike, split: str | None = "train"):
+    """Load a dataset folder written by :func:`convert_records` (``datasets.load_dataset`` on the folder).
 
-    Example:
-
-    >>> import tempfile, pathlib
-    >>> tmp = pathlib.Path(tempfile.mkdtemp())
-    >>> rlvr = write_synthetic_rlvr(tmp / "raw", task="fer", n=2)
-    >>> converted = prepare_grpo_data(rlvr, tmp / "grpo", image_root=tmp / "raw")
-    >>> converted.name, sorted(read_records(converted)[0])
-    ('grpo.jsonl', ['candidate_labels', 'image', 'image_path', 'problem', 'prompt', 'solution', 'task'])
+    ``split=None`` returns the whole ``DatasetDict``.
     """
-    records = read_records(path)
-    if records and all("prompt" in r and "image" in r for r in records):
-        return Path(path)
-    return convert_records(records, out_dir, image_root, task, image_size, skip_invalid, source=str(path))
+    import datasets
 
-
-def load_grpo_dataset(path: str | os.PathLike):
-    """Load a GRPO JSONL (from :func:`convert_records`) as a ``datasets.Dataset`` with a decoded ``image`` column.
-
-    Relative image paths are resolved against the file's folder.
-    """
-    from datasets import Dataset, Image
-
-    path = Path(path)
-    rows = read_records(path)
-    for row in rows:
-        image = Path(row["image"])
-        row["image"] = str(image if image.is_absolute() else path.parent / image)
-    return Dataset.from_list(rows).cast_column("image", Image())
+    return datasets.load_dataset(str(path), split=split)
 
 
 def write_synthetic_rlvr(out_dir: str | os.PathLike, task: str = "fer", n: int = 8, seed: int = 0) -> Path:
@@ -326,30 +398,56 @@ def write_synthetic_rlvr(out_dir: str | os.PathLike, task: str = "fer", n: int =
     return atomic_write_json(out / f"synthetic_{task}_rlvr.json", records)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``unitune data fer-rlvr``."""
-    parser.add_argument("input", type=Path, help="RLVR JSON/JSONL of {problem, solution, image_path}")
-    parser.add_argument("--image-root", type=Path, default=None, help="folder image_path is relative to")
-    add_out_dir(parser, "output folder (grpo.jsonl + images/)", required=True)
+def add_arguments(
+    parser: argparse.ArgumentParser, task: str = "fer", image_size: int = DEFAULT_IMAGE_SIZE
+) -> None:
+    """Arguments of ``unitune data fer-rlvr`` (and, with other defaults, ``hmer-rlvr``)."""
     parser.add_argument(
-        "--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="square size; 0 keeps images as they are"
+        "input", type=Path, help="RLVR JSON/JSONL of {problem, solution, image_path} (or sharegpt records)"
+    )
+    parser.add_argument("--image-root", type=Path, default=None, help="folder image_path is relative to")
+    add_out_dir(parser, "output dataset folder (data/<split>-*.parquet + README.md)", required=True)
+    parser.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="held-out file written as the `test` split (FERBench QA, RLVR or sharegpt records)",
     )
     parser.add_argument(
-        "--task", choices=_TASKS, default="fer", help="fer checks labels; hmer only non-empty"
+        "--eval-image-root", type=Path, default=None, help="image root of --eval (default: --image-root)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        help=f"square size; 0 keeps images as they are (default {image_size})",
+    )
+    parser.add_argument(
+        "--task", choices=_TASKS, default=task, help="fer checks labels; hmer only non-empty solutions"
     )
     parser.add_argument("--skip-invalid", action="store_true", help="drop invalid rows instead of failing")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``unitune data fer-rlvr``."""
-    records = read_records(args.input)
-    convert_records(
-        records,
-        args.out_dir,
-        image_root=args.image_root,
-        task=args.task,
-        image_size=args.image_size or None,
-        skip_invalid=args.skip_invalid,
-        source=str(args.input),
-    )
+    """Run ``unitune data fer-rlvr`` / ``hmer-rlvr``: write ``train`` (and ``test`` with ``--eval``)."""
+    jobs = [("train", args.input, args.image_root)]
+    if args.eval is not None:
+        jobs.append(("test", args.eval, args.eval_image_root or args.image_root))
+    for split, path, root in jobs:
+        convert_records(
+            read_records(path),
+            args.out_dir,
+            image_root=root,
+            task=args.task,
+            image_size=args.image_size or None,
+            skip_invalid=args.skip_invalid,
+            source=str(path),
+            split=split,
+        )
+    written = {split for split, _, _ in jobs}
+    for stale in (args.out_dir / "data").glob("*-00000-of-00001.parquet"):
+        if stale.name.split("-", 1)[0] not in written:
+            stale.unlink()  # a split from an earlier run with other inputs
+    _write_card(args.out_dir)
     return 0

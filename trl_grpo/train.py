@@ -1,84 +1,214 @@
-"""GRPO on Qwen2.5-VL with unitune's rewards: ``python -m trl_grpo.train --config YAML [--smoke] [key=value ...]``.
+"""GRPO on Qwen2.5-VL with TRL's own configuration: ``accelerate launch -m trl_grpo.train --config RECIPE``.
 
-The YAML (read with ``yaml.safe_load``) has five sections:
+The recipe and the command line are parsed by TRL's :class:`~trl.TrlParser` into four dataclasses, exactly as
+``trl grpo`` parses them, so a TRL GRPO config carries over and every field keeps its TRL name and validation:
 
-- ``model``: ``name_or_path``, ``dtype``, ``attn_implementation``, ``processor`` (kwargs of ``AutoProcessor``,
-  e.g. ``min_pixels``), ``lora`` (``{r, alpha, dropout, target_modules}`` or null), ``quantization``
-  (``4bit``/``8bit`` for QLoRA, needs ``lora``), ``tiny`` (true: build and use the tiny offline Qwen2.5-VL).
-- ``data``: ``path`` (RLVR JSON/JSONL of ``{problem, solution, image_path}``, sharegpt records, or rows already
-  converted by ``unitune data fer-rlvr``), ``image_root``, ``task`` (``fer``/``hmer``), ``image_size`` (224; null
-  keeps sizes), ``prepared_dir`` (default ``<output_dir>/grpo_data``), ``skip_invalid``, ``synthetic``
-  (``fer``/``hmer``: generate ``synthetic_rows`` rows instead of reading ``path``).
-- ``rewards``: a list of ``{func: dotted.path, weight: 1.0, kwargs: {...}}`` (``kwargs`` calls ``func`` as a
-  factory) or bare dotted paths.
-- ``grpo``: any :class:`trl.GRPOConfig` field. ``max_prompt_length`` defaults to null here: truncating a
-  multimodal prompt cuts image tokens ("Image features and image tokens do not match").
-- ``smoke``: ``dotted.key: value`` overrides applied by ``--smoke`` (tiny model, synthetic data, CPU, no vLLM).
+- :class:`trl.GRPOConfig`: every training / generation field (``num_generations``, ``beta``, ``reward_weights``,
+  ``use_vllm``, ``eval_strategy``, ``resume_from_checkpoint`` ...);
+- :class:`trl.ModelConfig`: ``model_name_or_path``, ``dtype``, ``attn_implementation``, ``use_peft`` + ``lora_*``,
+  ``load_in_4bit`` ...;
+- :class:`trl.DatasetMixtureConfig`: ``datasets`` (a list of ``{path, name, data_dir, data_files, split, columns}``
+  for ``datasets.load_dataset``) and ``test_split_size``;
+- :class:`GRPOScriptArguments` (TRL's ``ScriptArguments`` + unitune's fields): ``dataset_name``, ``reward_funcs``
+  (dotted paths, as in ``trl grpo``), ``reward_kwargs``, ``dataset_weights``, ``eval_datasets``,
+  ``freeze_vision_tower``, ``freeze_projector``, ``image_min_pixels``/``image_max_pixels``, ``task``, and the smoke
+  helpers ``tiny_model`` / ``synthetic_data``.
 
-Command-line ``key=value`` overrides (``grpo.max_steps=2``, values parsed as YAML) are applied last.
+Precedence: recipe < ``--smoke`` < command line (``--max_steps 2``; ``None`` or ``null`` sets an optional field
+to None). ``resume_from_checkpoint: true`` continues from the last ``checkpoint-*`` of ``output_dir`` (a fresh
+start when there is none); a path resumes from that checkpoint.
 """
 
-from __future__ import annotations
-
-import argparse
-import copy
-import dataclasses
-import importlib
 import logging
 import os
-import re
 import sys
-import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from trl import ScriptArguments
+from trl.scripts.utils import DatasetConfig
 
 from evaluators.errors import UserError
 
 __all__ = [
-    "apply_overrides",
-    "build_grpo_config",
+    "GRPOScriptArguments",
+    "SMOKE_ARGS",
     "build_trainer",
-    "load_config",
+    "freeze_vision",
+    "load_datasets",
     "load_reward",
     "main",
-    "resolve_config",
+    "make_parser",
+    "parse_args",
+    "resolve_checkpoint",
     "train",
 ]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_SECTIONS = ("model", "data", "rewards", "grpo", "smoke")
-_MODEL_KEYS = ("name_or_path", "dtype", "attn_implementation", "processor", "lora", "quantization", "tiny")
-_DATA_KEYS = (
-    "path",
-    "image_root",
-    "task",
-    "image_size",
-    "prepared_dir",
-    "skip_invalid",
-    "synthetic",
-    "synthetic_rows",
-)
-_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _LM_LINEAR = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+_TASKS = ("fer", "hmer")
+_LEGACY_SECTIONS = ("model", "data", "rewards", "grpo", "smoke")
+
+#: What ``--smoke`` sets (after the recipe, before the command line): unitune's tiny offline Qwen2.5-VL,
+#: 8 synthetic rows of the recipe's ``task``, CPU, float32, no vLLM / DeepSpeed / LoRA, 2 steps of G=2.
+SMOKE_ARGS: tuple[str, ...] = (
+    "--tiny_model", "true",
+    "--synthetic_data", "true",
+    "--synthetic_rows", "8",
+    "--dtype", "float32",
+    "--use_peft", "false",
+    "--load_in_4bit", "false",
+    "--load_in_8bit", "false",
+    "--image_min_pixels", "None",
+    "--image_max_pixels", "None",
+    "--use_cpu", "true",
+    "--bf16", "false",
+    "--fp16", "false",
+    "--deepspeed", "None",
+    "--use_vllm", "false",
+    "--gradient_checkpointing", "false",
+    "--max_steps", "2",
+    "--num_generations", "2",
+    "--per_device_train_batch_size", "2",
+    "--per_device_eval_batch_size", "2",
+    "--gradient_accumulation_steps", "1",
+    "--max_completion_length", "16",
+    "--learning_rate", "1e-4",
+    "--save_strategy", "no",
+    "--eval_strategy", "no",
+    "--report_to", "none",
+    "--dataloader_num_workers", "0",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Config
+# Configuration
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a recipe with ``yaml.safe_load`` and check its sections.
+@dataclass
+class GRPOScriptArguments(ScriptArguments):
+    """TRL's ``ScriptArguments`` plus unitune's data, reward, freezing and smoke-run fields.
 
-    Raises:
-        UserError: missing file, invalid YAML, or an unknown section.
+    Args:
+        reward_funcs (`list[str]`): rewards by dotted import path (``trl_grpo.rewards.fer_accuracy_reward``) or a
+            name from ``trl.rewards`` (``think_format_reward``); weights are GRPOConfig's ``reward_weights``.
+        reward_kwargs (`dict`, *optional*): ``{dotted.path: {kwarg: value}}``; those entries of ``reward_funcs``
+            are factories called with the kwargs (``make_hmer_edit_score_reward: {extract_mode: last-line}``).
+            On the command line, a JSON/YAML mapping string.
+        dataset_weights (`list[float]`, *optional*): one weight per ``datasets`` entry: how many times its rows
+            appear per epoch (0.5 = a random half, 2 = every row twice); default 1 each.
+        eval_datasets (`list[DatasetConfig]`): held-out sets (``{path, data_files, split, ...}``) scored during
+            training with the same rewards (logged as ``eval_rewards/*``); they replace a ``test`` split.
+        image_min_pixels / image_max_pixels (`int`, *optional*): the Qwen2.5-VL processor's pixel bounds.
+        freeze_vision_tower (`bool`): keep the vision encoder's weights fixed (the projector still trains).
+        freeze_projector (`bool`): keep the vision-to-language projector (``visual.merger``) fixed.
+        task (`str`, *optional*): ``fer`` or ``hmer``: the recipe's task (the rows ``synthetic_data`` writes).
+        tiny_model (`bool`): build unitune's tiny random Qwen2.5-VL in ``output_dir`` and train it (smoke runs).
+        synthetic_data (`bool`): train on ``synthetic_rows`` generated rows of ``task`` instead of the dataset.
     """
-    path = Path(path)
+
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Reward functions: dotted import paths or trl.rewards names."},
+    )
+    reward_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Factory kwargs per reward: {dotted.path: {kwarg: value}} (JSON/YAML on the CLI)."},
+    )
+    dataset_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "One weight per `datasets` entry: rows per epoch = weight x rows (0.5 = half)."},
+    )
+    eval_datasets: list[DatasetConfig] = field(
+        default_factory=list,
+        metadata={"help": "Held-out datasets ({path, data_files, split, ...}) scored during training."},
+    )
+    image_min_pixels: int | None = field(default=None, metadata={"help": "Processor min_pixels."})
+    image_max_pixels: int | None = field(default=None, metadata={"help": "Processor max_pixels."})
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "Freeze the vision encoder."})
+    freeze_projector: bool = field(default=False, metadata={"help": "Freeze the projector (visual.merger)."})
+    task: str | None = field(default=None, metadata={"help": "fer or hmer (the task of synthetic rows)."})
+    tiny_model: bool = field(default=False, metadata={"help": "Train unitune's tiny offline Qwen2.5-VL."})
+    synthetic_data: bool = field(default=False, metadata={"help": "Train on generated rows of `task`."})
+    synthetic_rows: int = field(default=8, metadata={"help": "Number of synthetic rows."})
+
+    def __post_init__(self):
+        if isinstance(self.reward_kwargs, str):
+            try:
+                self.reward_kwargs = yaml.safe_load(self.reward_kwargs)
+            except yaml.YAMLError as err:
+                raise UserError(f"reward_kwargs: not a JSON/YAML mapping ({err}).") from None
+        if self.reward_kwargs is not None and not (
+            isinstance(self.reward_kwargs, dict)
+            and all(isinstance(v, dict) for v in self.reward_kwargs.values())
+        ):
+            raise UserError(
+                f"reward_kwargs: expected {{dotted.path: {{kwarg: value}}}}, got {self.reward_kwargs!r}."
+            )
+        for name in self.reward_kwargs or {}:
+            if name not in self.reward_funcs:
+                raise UserError(f"reward_kwargs: {name!r} is not one of reward_funcs {self.reward_funcs}.")
+        if self.task is not None and self.task not in _TASKS:
+            raise UserError(f"task: expected one of {list(_TASKS)}, got {self.task!r}.")
+        self.eval_datasets = [DatasetConfig(**d) if isinstance(d, dict) else d for d in self.eval_datasets]
+        if self.dataset_weights is not None and any(
+            not isinstance(w, (int, float)) or w < 0 for w in self.dataset_weights
+        ):
+            raise UserError(f"dataset_weights: expected non-negative numbers, got {self.dataset_weights}.")
+
+
+def make_parser():
+    """TRL's parser over ``(GRPOScriptArguments, GRPOConfig, ModelConfig, DatasetMixtureConfig)``."""
+    from trl import DatasetMixtureConfig, GRPOConfig, ModelConfig, TrlParser
+
+    parser = TrlParser(
+        (GRPOScriptArguments, GRPOConfig, ModelConfig, DatasetMixtureConfig),
+        prog="python -m trl_grpo.train",
+        description=__doc__.strip().splitlines()[0],
+        epilog="Example: python -m trl_grpo.train --config recipes/unifer_grpo.yaml --smoke --max_steps 3",
+    )
+    _accept_none(parser)
+    return parser
+
+
+def _accept_none(parser) -> None:
+    """Let ``--field None`` (or ``null``) set an optional single-valued field to None, as YAML ``null`` does."""
+    import typing
+
+    optional = set()
+    for dataclass_type in parser.dataclass_types:
+        for name, hint in typing.get_type_hints(dataclass_type).items():
+            if type(None) in typing.get_args(hint):
+                optional.add(name)
+    for action in parser._actions:
+        if action.dest in optional and action.type is not None and action.nargs in (None, "?"):
+            action.type = _none_or(action.type)
+
+
+def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text in ("None", "none", "null") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _config_path(argv: Sequence[str]) -> Path | None:
+    if "--config" not in argv:
+        return None
+    index = list(argv).index("--config")
+    if index + 1 >= len(argv):
+        raise UserError("--config: expected a recipe path after it.")
+    return Path(argv[index + 1])
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"--config {path}: no such file.")
     try:
@@ -86,343 +216,404 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise UserError(f"--config {path}: invalid YAML ({err}).") from None
     if not isinstance(cfg, dict):
-        raise UserError(f"--config {path}: expected a mapping of sections, got {type(cfg).__name__}.")
-    unknown = sorted(set(cfg) - set(_SECTIONS))
-    if unknown:
-        raise UserError(f"--config {path}: unknown section(s) {unknown}; expected {list(_SECTIONS)}.")
+        raise UserError(f"--config {path}: expected a mapping of fields, got {type(cfg).__name__}.")
+    legacy = [k for k in _LEGACY_SECTIONS if isinstance(cfg.get(k), (dict, list))]
+    if legacy:
+        raise UserError(
+            f"--config {path}: sections {legacy} are the old trl_grpo layout; recipes are now flat TRL configs "
+            "(GRPOConfig + ModelConfig + script fields): move grpo.* keys to the top level, model.name_or_path "
+            "-> model_name_or_path, rewards -> reward_funcs + reward_weights, data.path -> convert it with "
+            "`unitune data fer-rlvr` and set dataset_name (see recipes/unifer_grpo.yaml)."
+        )
     return cfg
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied (values parsed as YAML).
+def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
+    """Parse ``argv`` (``--config`` recipe, ``--smoke``, ``--field value`` ...) with TRL's parser.
 
-    Example:
+    Returns:
+        `tuple`: ``(script_args, training_args, model_args, mixture_args)``.
 
-    >>> apply_overrides({"grpo": {"beta": 0.04}}, ["grpo.beta=0.0", "model.lora={r: 8}"])
-    {'grpo': {'beta': 0.0}, 'model': {'lora': {'r': 8}}}
+    Raises:
+        UserError: a missing or invalid recipe, an unknown field, an old-style override, or a value TRL rejects.
     """
-    out = copy.deepcopy(cfg)
-    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
-    for key, value in items:
-        parts = key.split(".")
-        if parts[0] not in _SECTIONS or len(parts) < 2:
-            raise UserError(f"override {key!r}: expected SECTION.KEY with SECTION in {list(_SECTIONS[:4])}.")
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def _split_override(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"override {text!r}: expected KEY=VALUE, e.g. grpo.max_steps=2.")
-    try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise UserError(f"override {text!r}: the value is not valid YAML ({err}).") from None
-
-
-def resolve_config(
-    path: str | os.PathLike, smoke: bool = False, overrides: Sequence[str] | dict[str, Any] = ()
-) -> dict[str, Any]:
-    """Load a recipe, apply its ``smoke`` section when ``smoke`` is set, then ``overrides``."""
-    cfg = load_config(path)
-    smoke_overrides = cfg.pop("smoke", None) or {}
+    argv = list(argv)
+    smoke = "--smoke" in argv
+    argv = [a for a in argv if a != "--smoke"]
+    legacy = [a for a in argv if "=" in a and not a.startswith("-") and a.split("=")[0].count(".") == 1]
+    if legacy:
+        key, _, value = legacy[0].partition("=")
+        raise UserError(
+            f"override {legacy[0]!r}: dotted overrides are gone; use TRL's form --{key.split('.')[1]} {value}."
+        )
+    config = _config_path(argv)
+    if config is not None:
+        _read_recipe(config)
     if smoke:
-        if not isinstance(smoke_overrides, dict):
-            raise UserError(f"--config {path}: `smoke` must map dotted keys to values.")
-        cfg = apply_overrides(cfg, smoke_overrides)
-    return apply_overrides(cfg, overrides)
+        stem = config.stem if config is not None else "grpo"
+        argv = [*SMOKE_ARGS, "--output_dir", f"saves/smoke/{stem}", *argv]
+    try:
+        *parsed, remaining = make_parser().parse_args_and_config(argv, return_remaining_strings=True)
+    except ValueError as err:  # TRL's / transformers' own validation (__post_init__)
+        raise UserError(f"config: {err}") from None
+    if remaining:
+        raise UserError(
+            f"unknown field(s) {[r for r in remaining if r.startswith('--')] or remaining}: not a GRPOConfig, "
+            "ModelConfig, DatasetMixtureConfig or GRPOScriptArguments field (python -m trl_grpo.train --help)."
+        )
+    return tuple(parsed)
 
 
-def load_reward(spec: str | dict[str, Any]) -> tuple[Callable[..., list], float]:
-    """Import one reward from ``{func: dotted.path, weight, kwargs}`` (or a bare dotted path).
+# --------------------------------------------------------------------------------------------------------------
+# Rewards, checkpoints
+# --------------------------------------------------------------------------------------------------------------
 
-    With ``kwargs`` the imported object is a factory and is called with them.
+
+def load_reward(name: str, kwargs: dict[str, Any] | None = None) -> Callable[..., list]:
+    """Import one reward by dotted path (or a ``trl.rewards`` name); with ``kwargs`` call it as a factory.
 
     Example:
 
-    >>> func, weight = load_reward({"func": "trl_grpo.rewards.fer_accuracy_reward", "weight": 2})
-    >>> func.__name__, weight
-    ('fer_accuracy_reward', 2.0)
+    >>> load_reward("trl_grpo.rewards.fer_accuracy_reward").__name__
+    'fer_accuracy_reward'
+    >>> load_reward("trl_grpo.rewards.make_hmer_edit_score_reward", {"extract_mode": "raw"}).__name__
+    'hmer_edit_score_reward_raw'
     """
-    if isinstance(spec, str):
-        spec = {"func": spec}
-    if not isinstance(spec, dict) or not isinstance(spec.get("func"), str):
-        raise UserError(f"rewards: each entry needs `func: dotted.path`, got {spec!r}.")
-    unknown = sorted(set(spec) - {"func", "weight", "kwargs"})
-    if unknown:
-        raise UserError(f"rewards: unknown key(s) {unknown} in {spec!r}; expected func, weight, kwargs.")
-    dotted = spec["func"]
-    module_name, _, attr = dotted.rpartition(".")
+    import importlib
+
+    module_name, _, attr = name.rpartition(".")
+    module_name = module_name or "trl.rewards"
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise UserError(f"rewards: cannot import {dotted!r} ({err}).") from None
-    if spec.get("kwargs") is not None:
-        if not isinstance(spec["kwargs"], dict):
-            raise UserError(f"rewards: `kwargs` of {dotted!r} must be a mapping.")
-        obj = obj(**spec["kwargs"])
+        raise UserError(f"reward_funcs: cannot import {name!r} ({err}).") from None
+    if kwargs is not None:
+        try:
+            obj = obj(**kwargs)
+        except TypeError as err:
+            raise UserError(f"reward_kwargs of {name!r}: {err}.") from None
     if not callable(obj) or not getattr(obj, "__name__", None):
-        raise UserError(f"rewards: {dotted!r} is not a callable with a __name__.")
+        raise UserError(f"reward_funcs: {name!r} is not a callable with a __name__.")
+    return obj
+
+
+def resolve_checkpoint(value: Any, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint ``resume_from_checkpoint`` names: ``true`` = the last one in ``output_dir`` (or ``None``).
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> resolve_checkpoint(True, out) is None  # nothing saved yet: a fresh start
+    True
+    >>> (out / "checkpoint-2").mkdir(); (out / "checkpoint-10").mkdir()
+    >>> pathlib.Path(resolve_checkpoint("true", out)).name
+    'checkpoint-10'
+    >>> resolve_checkpoint(False, out) is None
+    True
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or value is False or str(value).lower() in ("false", "no", ""):
+        return None
+    if value is True or str(value).lower() in ("true", "yes", "last"):
+        last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        if last is None:
+            logger.info("resume_from_checkpoint: no checkpoint in %s yet, starting from step 0", output_dir)
+        return last
+    path = Path(str(value))
+    if not path.is_dir():
+        raise UserError(f"resume_from_checkpoint: {path} is not a checkpoint folder.")
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _load_one(cfg, what: str):
+    import datasets
+
     try:
-        weight = float(spec.get("weight", 1.0))
-    except (TypeError, ValueError):
+        ds = datasets.load_dataset(
+            path=cfg.path, name=cfg.name, data_dir=cfg.data_dir, data_files=cfg.data_files, split=cfg.split
+        )
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise UserError(f"{what}: cannot load {cfg.path!r} ({type(err).__name__}: {err}).") from None
+    if cfg.columns is not None:
+        ds = ds.select_columns(cfg.columns)
+    return ds
+
+
+def _weighted(ds, weight: float, seed: int):
+    """``round(weight * len(ds))`` rows: a seeded random subset below 1, whole repeats plus a subset above."""
+    n = len(ds)
+    k = round(weight * n)
+    order = ds.shuffle(seed=seed)
+    if k <= n:
+        return order.select(range(k))
+    return order.select([i % n for i in range(k)])
+
+
+def _concat(parts: list, names: list[str], what: str):
+    import datasets
+
+    first = parts[0].features
+    for part, name in zip(parts[1:], names[1:], strict=True):
+        if part.features != first:
+            cols = sorted(k for k in set(first) | set(part.features) if first.get(k) != part.features.get(k))
+            raise UserError(
+                f"{what}: {name!r} has other columns or types than {names[0]!r} (differ: {cols}); give each "
+                "entry `columns:` to keep the common ones, or build both with unitune data fer-rlvr/hmer-rlvr."
+            )
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def load_datasets(script_args, mixture_args, seed: int = 42):
+    """Return ``(train, eval)`` datasets: ``datasets`` (weighted mixture) or ``dataset_name``, and the eval set.
+
+    The eval set is, in order: ``eval_datasets``; the ``test_split_size`` share of the mixture; the
+    ``dataset_test_split`` split of ``dataset_name`` when it has one; else ``None``.
+    """
+    import datasets
+
+    eval_ds = None
+    if mixture_args.datasets:
+        if script_args.dataset_name:
+            logger.warning("both `datasets` and `dataset_name` are set: `datasets` is used (as in trl grpo).")
+        if mixture_args.streaming:
+            raise UserError(
+                "streaming: GRPOTrainer does not support iterable datasets; set streaming: false."
+            )
+        n = len(mixture_args.datasets)
+        weights = script_args.dataset_weights or [1.0] * n
+        if len(weights) != n:
+            raise UserError(f"dataset_weights: {len(weights)} weight(s) for {n} `datasets` entries.")
+        names = [cfg.path for cfg in mixture_args.datasets]
+        parts = [
+            _weighted(_load_one(cfg, f"datasets[{i}]"), w, seed)
+            if w != 1
+            else _load_one(cfg, f"datasets[{i}]")
+            for i, (cfg, w) in enumerate(zip(mixture_args.datasets, weights, strict=True))
+        ]
+        train_ds = _concat(parts, names, "datasets")
+        logger.info(
+            "dataset mixture: %s -> %d rows", dict(zip(names, map(len, parts), strict=True)), len(train_ds)
+        )
+        if mixture_args.test_split_size is not None:
+            split = train_ds.train_test_split(test_size=mixture_args.test_split_size, seed=seed)
+            train_ds, eval_ds = split["train"], split["test"]
+    elif script_args.dataset_name:
+        if script_args.dataset_weights:
+            raise UserError("dataset_weights: weights apply to `datasets` entries, not to dataset_name.")
+        try:
+            loaded = datasets.load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+            raise UserError(
+                f"dataset_name: cannot load {script_args.dataset_name!r} ({type(err).__name__}: {err})."
+            ) from None
+        if script_args.dataset_train_split not in loaded:
+            raise UserError(
+                f"dataset_train_split: {script_args.dataset_train_split!r} is not a split of "
+                f"{script_args.dataset_name!r} (splits: {list(loaded)})."
+            )
+        train_ds = loaded[script_args.dataset_train_split]
+        eval_ds = loaded.get(script_args.dataset_test_split)
+    else:
         raise UserError(
-            f"rewards: weight of {dotted!r} must be a number, got {spec.get('weight')!r}."
-        ) from None
-    return obj, weight
+            "dataset_name or datasets: name the data to train on (or --smoke for synthetic rows)."
+        )
+    if script_args.eval_datasets:
+        names = [cfg.path for cfg in script_args.eval_datasets]
+        eval_ds = _concat(
+            [_load_one(cfg, f"eval_datasets[{i}]") for i, cfg in enumerate(script_args.eval_datasets)],
+            names,
+            "eval_datasets",
+        )
+    return train_ds, eval_ds
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Turn YAML strings like ``1e-6`` (PyYAML reads them as str) into floats for float fields."""
-    if isinstance(value, str) and _NUMBER_RE.match(value):
-        args = typing.get_args(annotation) or (annotation,)
-        if float in args:
-            return float(value)
-    return value
+def _write_synthetic(script_args, output_dir: Path) -> str:
+    from trl_grpo.rlvr_data import convert_records, write_synthetic_rlvr
+
+    task = script_args.task or "fer"
+    folder = output_dir / "synthetic_data"
+    for split, n, seed in (("train", script_args.synthetic_rows, 0), ("test", 4, 1)):
+        raw = write_synthetic_rlvr(folder / f"raw_{split}", task=task, n=n, seed=seed)
+        from evaluators.io_utils import read_records
+
+        convert_records(read_records(raw), folder, image_root=raw.parent, task=task, split=split)
+    return str(folder)
 
 
-def build_grpo_config(cfg: dict[str, Any]):
-    """Build :class:`trl.GRPOConfig` from the ``grpo`` section and the reward weights.
+# --------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------
+
+
+def freeze_vision(model, tower: bool = False, projector: bool = False) -> int:
+    """Set ``requires_grad=False`` on the vision encoder and/or its projector (``visual.merger``).
+
+    Returns:
+        `int`: the number of parameter tensors frozen.
 
     Raises:
-        UserError: an unknown GRPOConfig field or an invalid value.
+        UserError: the model has no ``visual`` module (Qwen2-VL / Qwen2.5-VL have one).
     """
-    from trl import GRPOConfig
-
-    section = dict(cfg.get("grpo") or {})
-    if "reward_weights" in section:
-        raise UserError("grpo.reward_weights: set `weight` on each entry of `rewards` instead.")
-    hints = typing.get_type_hints(GRPOConfig)
-    names = {f.name for f in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(section) - names)
-    if unknown:
+    if not (tower or projector):
+        return 0
+    visual = getattr(getattr(model, "model", None), "visual", None) or getattr(model, "visual", None)
+    if visual is None:
         raise UserError(
-            f"grpo: unknown GRPOConfig field(s) {unknown} (trl's GRPOConfig lists the valid ones)."
+            f"freeze_vision_tower/freeze_projector: {type(model).__name__} has no `visual` module "
+            "(expected a Qwen2-VL / Qwen2.5-VL model)."
         )
-    section = {k: _coerce(v, hints.get(k)) for k, v in section.items()}
-    section.setdefault("max_prompt_length", None)
-    if section["max_prompt_length"] is not None:
-        logger.warning(
-            "grpo.max_prompt_length=%s truncates prompts; a cut through the image tokens fails with "
-            "'Image features and image tokens do not match'. Prefer null.",
-            section["max_prompt_length"],
-        )
-    if section.get("deepspeed"):
-        section["deepspeed"] = str(_existing(section["deepspeed"], "grpo.deepspeed"))
-    section["reward_weights"] = [weight for _, weight in (load_reward(s) for s in _reward_specs(cfg))]
-    section.setdefault("output_dir", "saves/grpo")
-    try:
-        return GRPOConfig(**section)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"grpo: {err}") from None
+    frozen = 0
+    for name, param in visual.named_parameters():
+        is_projector = name.startswith("merger.")
+        if (is_projector and projector) or (not is_projector and tower):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
-def _reward_specs(cfg: dict[str, Any]) -> list:
-    specs = cfg.get("rewards")
-    if not isinstance(specs, list) or not specs:
-        raise UserError(
-            "rewards: list at least one reward, e.g. `- func: trl_grpo.rewards.fer_accuracy_reward`."
-        )
-    return specs
-
-
-def _existing(value: str | os.PathLike, what: str) -> Path:
-    """A path as given (relative to the working directory), else relative to the repository root."""
-    path = Path(value)
-    if path.exists() or path.is_absolute():
-        return path
-    alt = REPO_ROOT / path
-    return alt if alt.exists() else path
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Data, model, trainer
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _build_dataset(data: dict[str, Any], output_dir: Path, args):
-    from trl_grpo.rlvr_data import (
-        DEFAULT_IMAGE_SIZE,
-        load_grpo_dataset,
-        prepare_grpo_data,
-        write_synthetic_rlvr,
-    )
-
-    unknown = sorted(set(data) - set(_DATA_KEYS))
-    if unknown:
-        raise UserError(f"data: unknown key(s) {unknown}; expected {list(_DATA_KEYS)}.")
-    task = data.get("task", "fer")
-    prepared = Path(data.get("prepared_dir") or output_dir / "grpo_data")
-    with args.main_process_first(desc="GRPO data preparation"):
-        if data.get("synthetic"):
-            task = data["synthetic"]
-            raw = write_synthetic_rlvr(
-                output_dir / "synthetic_data", task=task, n=int(data.get("synthetic_rows", 8))
-            )
-            path, image_root = raw, raw.parent
-        else:
-            if not data.get("path"):
-                raise UserError(
-                    "data.path: give the RLVR JSON/JSONL to train on (or data.synthetic for a smoke run)."
-                )
-            path = _existing(data["path"], "data.path")
-            image_root = _existing(data["image_root"], "data.image_root") if data.get("image_root") else None
-        converted = prepare_grpo_data(
-            path,
-            prepared,
-            image_root=image_root,
-            task=task,
-            image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
-            skip_invalid=bool(data.get("skip_invalid", False)),
-        )
-    return load_grpo_dataset(converted)
-
-
-def _build_model(model_cfg: dict[str, Any], output_dir: Path, args):
+def _load_model(script_args, training_args, model_args):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import get_kbit_device_map, get_peft_config, get_quantization_config
 
-    unknown = sorted(set(model_cfg) - set(_MODEL_KEYS))
-    if unknown:
-        raise UserError(f"model: unknown key(s) {unknown}; expected {list(_MODEL_KEYS)}.")
-    if model_cfg.get("tiny"):
+    name = model_args.model_name_or_path
+    if script_args.tiny_model:
         from llamafactory_ext.tiny_model import build_tiny_model
 
-        with args.main_process_first(desc="tiny model"):
-            name = str(build_tiny_model(output_dir / "tiny_model"))
-    else:
-        name = model_cfg.get("name_or_path")
-        if not name:
-            raise UserError("model.name_or_path: name the model to train (or model.tiny: true).")
-        name = str(_existing(name, "model.name_or_path")) if Path(name).exists() else name
-    kwargs: dict[str, Any] = {}
-    dtype = model_cfg.get("dtype", "bfloat16")
-    if dtype not in (None, "auto"):
-        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
-            raise UserError(f"model.dtype: expected a torch dtype name like bfloat16, got {dtype!r}.")
-        dtype = getattr(torch, dtype)
-    kwargs["dtype"] = dtype
-    if model_cfg.get("attn_implementation"):
-        kwargs["attn_implementation"] = model_cfg["attn_implementation"]
-    quant = model_cfg.get("quantization")
-    if quant:
-        kwargs["quantization_config"] = _quantization_config(quant, model_cfg, dtype)
-    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
-    processor = AutoProcessor.from_pretrained(name, **(model_cfg.get("processor") or {}))
-    return model, processor, _peft_config(model_cfg.get("lora"))
-
-
-def _quantization_config(quant: str, model_cfg: dict[str, Any], dtype):
-    from transformers import BitsAndBytesConfig
-
-    if not model_cfg.get("lora"):
+        with training_args.main_process_first(desc="tiny model"):
+            name = str(build_tiny_model(Path(training_args.output_dir) / "tiny_model"))
+    if not name:
         raise UserError(
-            "model.quantization needs model.lora: a quantized model is trained through LoRA (QLoRA)."
+            "model_name_or_path: name the model to train (or --smoke for the tiny offline model)."
         )
-    if quant == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype if dtype not in (None, "auto") else None,
+    common: dict[str, Any] = {"revision": model_args.model_revision}
+    if model_args.trust_remote_code:
+        common["trust_remote_code"] = True
+    kwargs: dict[str, Any] = dict(common)
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = model_args.dtype  # a name: transformers and the reference model read it as such
+    kwargs.update(training_args.model_init_kwargs or {})
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        if not model_args.use_peft:
+            raise UserError(
+                "load_in_4bit/load_in_8bit need use_peft: true (a quantized model trains through LoRA)."
+            )
+        dtype = kwargs.get("dtype")
+        quantization.bnb_4bit_compute_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        kwargs.update(quantization_config=quantization, device_map=get_kbit_device_map())
+    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    # GRPOTrainer loads its reference model (beta > 0, no PEFT) with model_init_kwargs: same dtype/attention.
+    training_args.model_init_kwargs = {
+        k: v for k, v in kwargs.items() if k not in ("quantization_config", "device_map")
+    }
+    pixels = {
+        k: v
+        for k, v in (
+            ("min_pixels", script_args.image_min_pixels),
+            ("max_pixels", script_args.image_max_pixels),
         )
-    if quant == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    raise UserError(f"model.quantization: expected 4bit, 8bit or null, got {quant!r}.")
+        if v is not None
+    }
+    processor = AutoProcessor.from_pretrained(name, **common, **pixels)
+    frozen = freeze_vision(model, script_args.freeze_vision_tower, script_args.freeze_projector)
+    if frozen:
+        logger.info("froze %d vision parameter tensors (tower=%s, projector=%s)", frozen,
+                    script_args.freeze_vision_tower, script_args.freeze_projector)  # fmt: skip
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and model_args.lora_target_modules is None:
+        peft_config.target_modules = _LM_LINEAR  # the language model's linears (the vision MLP shares names)
+    return model, processor, peft_config
 
 
-def _peft_config(lora: dict[str, Any] | None):
-    if not lora:
-        return None
-    from peft import LoraConfig
-
-    if not isinstance(lora, dict):
-        raise UserError("model.lora: expected {r, alpha, dropout, target_modules} or null.")
-    unknown = sorted(set(lora) - {"r", "alpha", "dropout", "target_modules"})
-    if unknown:
-        raise UserError(f"model.lora: unknown key(s) {unknown}; expected r, alpha, dropout, target_modules.")
-    r = int(lora.get("r", 64))
-    return LoraConfig(
-        r=r,
-        lora_alpha=int(lora.get("alpha", 2 * r)),
-        lora_dropout=float(lora.get("dropout", 0.05)),
-        # Default: the language model's linear layers only (the vision tower's MLP shares their names).
-        target_modules=lora.get("target_modules") or _LM_LINEAR,
-        task_type="CAUSAL_LM",
-    )
+# --------------------------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------------------------
 
 
-def build_trainer(cfg: dict[str, Any]):
-    """Build the :class:`trl.GRPOTrainer` a resolved config describes (model, data, rewards, GRPOConfig)."""
+def build_trainer(script_args, training_args, model_args, mixture_args):
+    """Build the :class:`trl.GRPOTrainer` the parsed configuration describes."""
     from trl import GRPOTrainer
 
     from trl_grpo.compat import ensure_warnings_issued
 
-    args = build_grpo_config(cfg)
-    output_dir = Path(args.output_dir)
-    funcs = [func for func, _ in (load_reward(spec) for spec in _reward_specs(cfg))]
-    dataset = _build_dataset(dict(cfg.get("data") or {}), output_dir, args)
-    model, processor, peft_config = _build_model(dict(cfg.get("model") or {}), output_dir, args)
+    if not script_args.reward_funcs:
+        raise UserError("reward_funcs: list at least one, e.g. trl_grpo.rewards.fer_accuracy_reward.")
+    kwargs = script_args.reward_kwargs or {}
+    funcs = [load_reward(name, kwargs.get(name)) for name in script_args.reward_funcs]
+    weights = training_args.reward_weights
+    if weights is not None and len(weights) != len(funcs):
+        raise UserError(f"reward_weights: {len(weights)} weight(s) for {len(funcs)} reward_funcs.")
+    output_dir = Path(training_args.output_dir)
+    if script_args.synthetic_data:
+        with training_args.main_process_first(desc="synthetic data"):
+            script_args.dataset_name = _write_synthetic(script_args, output_dir)
+        mixture_args.datasets, script_args.eval_datasets = [], []
+    with training_args.main_process_first(desc="datasets"):
+        train_ds, eval_ds = load_datasets(script_args, mixture_args, seed=training_args.seed)
+    if training_args.eval_strategy == "no":
+        eval_ds = None
+    elif eval_ds is None:
+        raise UserError(
+            f"eval_strategy={training_args.eval_strategy.value}: no eval set; give eval_datasets, "
+            "test_split_size, or a dataset_name with a `test` split (unitune data fer-rlvr --eval FILE)."
+        )
+    model, processor, peft_config = _load_model(script_args, training_args, model_args)
     ensure_warnings_issued(model)
     logger.info(
-        "GRPO: %d rows, rewards %s with weights %s, G=%d, output %s",
-        len(dataset),
+        "GRPO: %d train rows, %s eval rows, rewards %s, weights %s, G=%d, output %s",
+        len(train_ds),
+        len(eval_ds) if eval_ds is not None else "no",
         [f.__name__ for f in funcs],
-        args.reward_weights,
-        args.num_generations,
+        weights,
+        training_args.num_generations,
         output_dir,
     )
     return GRPOTrainer(
         model=model,
         reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
         processing_class=processor,
         peft_config=peft_config,
     )
 
 
-def train(cfg: dict[str, Any]):
-    """Train with a resolved config; save the model and the trainer state; return the trainer."""
-    trainer = build_trainer(cfg)
-    trainer.train()
-    trainer.save_model(trainer.args.output_dir)
+def train(script_args, training_args, model_args, mixture_args):
+    """Train (resuming as ``resume_from_checkpoint`` says); save the model and the trainer state; return the trainer."""
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer = build_trainer(script_args, training_args, model_args, mixture_args)
+    if checkpoint is not None:
+        if not any((Path(checkpoint) / n).exists() for n in ("optimizer.pt", "optimizer.bin")) and not list(
+            Path(checkpoint).glob("global_step*")
+        ):
+            logger.warning(
+                "resume_from_checkpoint: %s holds no optimizer state (save_only_model: true?); "
+                "the weights and the step are restored, the optimizer starts afresh.",
+                checkpoint,
+            )
+        logger.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
     trainer.save_state()
     return trainer
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m trl_grpo.train",
-        description=__doc__.strip().splitlines()[0],
-        epilog="Example: python -m trl_grpo.train --config recipes/unifer_grpo.yaml --smoke grpo.max_steps=3",
-    )
-    parser.add_argument("--config", required=True, type=Path, help="recipe YAML (recipes/unifer_grpo.yaml)")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="apply the recipe's `smoke` overrides: tiny model, synthetic data, CPU",
-    )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. grpo.max_steps=2 data.path=x.json"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m trl_grpo.train``; returns the exit status (2 for a user error)."""
-    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = resolve_config(args.config, smoke=args.smoke, overrides=args.overrides)
-        train(cfg)
+        train(*parse_args(sys.argv[1:] if argv is None else argv))
     except UserError as err:
         logger.error("%s", err)
         return 2

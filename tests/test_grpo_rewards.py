@@ -317,20 +317,16 @@ def test_every_export_loads_by_dotted_path(name):
 def test_rewards_load_by_dotted_path_through_the_train_loader(dotted):
     from trl_grpo.train import load_reward
 
-    func, weight = load_reward({"func": dotted, "weight": 0.5})
+    func = load_reward(dotted)
     assert func.__name__ == dotted.rpartition(".")[2]
-    assert weight == 0.5
     assert isinstance(func(["<answer>sad</answer>"], solution=["sad"]), list)
 
 
 def test_factory_loads_by_dotted_path_with_kwargs():
     from trl_grpo.train import load_reward
 
-    func, weight = load_reward(
-        {"func": "trl_grpo.rewards.make_hmer_edit_score_reward", "kwargs": {"extract_mode": "raw"}}
-    )
+    func = load_reward("trl_grpo.rewards.make_hmer_edit_score_reward", {"extract_mode": "raw"})
     assert func.__name__ == "hmer_edit_score_reward_raw"
-    assert weight == 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -541,3 +541,27 @@ def test_real_grpo_on_a_weighted_fer_hmer_mixture(tiny_model_dir, tmp_path):
         "no weight changed after 2 GRPO steps"
     )
     assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+def test_readme_launch_lines_parse():
+    """Every `-m trl_grpo.train` line of the README parses (CPU adjustments appended: no bf16/DeepSpeed here)."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = [" ".join(line.split()) for line in re.sub(r"\\\n\s*", " ", text).splitlines()]
+    launches = [
+        line.split("-m trl_grpo.train", 1)[1].split("#")[0] for line in lines if "-m trl_grpo.train " in line
+    ]
+    assert len(launches) >= 5
+    for line, args in zip([line for line in lines if "-m trl_grpo.train " in line], launches, strict=True):
+        argv = shlex.split(args) + ["--bf16", "false", "--deepspeed", "None", "--load_in_4bit", "false"]
+        gpus = int(re.search(r"--num_processes (\d+)", line).group(1)) if "--num_processes" in line else 7
+        if gpus > 1:  # this machine has one process: pin the generation batch the real GPU count gives
+            argv += ["--generation_batch_size", "224"]
+        _, training, model, _ = T.parse_args(argv)
+        assert training.num_generations == 8, args
+        if gpus > 1:  # UniFER's step: 224 completions = 28 prompts x G 8
+            assert (
+                training.per_device_train_batch_size * gpus * training.gradient_accumulation_steps == 224
+            ), line

@@ -63,7 +63,7 @@ GPU_3B = (
 )
 GPU_GRPO = (
     "GPU only: multi-GPU / vLLM launch of the 7B GRPO run; the same entry point runs on CPU in "
-    "`make grpo-fer ARGS=--smoke` below and tests/test_grpo_train.py"
+    "`make grpo-fer ARGS=--smoke` below and tests/test_grpo_train.py (which also parses every README launch line)"
 )
 
 GPU_QWEN3 = (
@@ -94,22 +94,32 @@ PLAN: dict[str, How] = {
     "make eval-all MODEL=models/unimumer-qwen2_5vl-3b-qlora-merged": How(
         RUN, extra=f"ARGS='{FEW_TOKENS}'", expect="| CROHME 2014 | hmer | 2 | ExpRate |"
     ),
-    # GRPO launch commands
-    "accelerate launch --num_processes 1 -m trl_grpo.train --config recipes/unifer_grpo.yaml "
-    'grpo.deepspeed=null "model.lora={r: 64, alpha: 128}" grpo.vllm_mode=colocate '
-    "grpo.vllm_gpu_memory_utilization=0.3": How(SKIP, GPU_GRPO),
-    "accelerate launch --num_processes 1 -m trl_grpo.train --config recipes/unifer_grpo.yaml "
-    'grpo.deepspeed=null "model.lora={r: 64, alpha: 128}" model.quantization=4bit '
-    "grpo.use_vllm=false": How(SKIP, GPU_GRPO),
+    # GRPO
+    "unitune data fer-rlvr data/unifer/UniFER_RLVR_360K.json --image-root data/unifer --out-dir data/unifer/grpo "
+    "--eval ferbench/rafdb_qa.json --eval-image-root ferbench": How(RUN, expect=""),
+    "accelerate launch -m trl_grpo.train --config recipes/unifer_grpo.yaml": How(SKIP, GPU_GRPO),
+    "trl grpo --config recipes/unifer_grpo.yaml": How(
+        SKIP,
+        "GPU only (bf16, ZeRO-3, vLLM, 7B); tests/test_grpo_train.py runs `trl grpo --config recipes/unifer_grpo.yaml` "
+        "on CPU with the tiny model",
+    ),
+    "accelerate launch --num_processes 1 -m trl_grpo.train --config recipes/unifer_grpo.yaml --deepspeed None "
+    "--use_peft true --lora_r 64 --lora_alpha 128 --vllm_mode colocate --vllm_gpu_memory_utilization 0.3": How(
+        SKIP, GPU_GRPO
+    ),
+    "accelerate launch --num_processes 1 -m trl_grpo.train --config recipes/unifer_grpo.yaml --deepspeed None "
+    "--use_peft true --lora_r 64 --lora_alpha 128 --load_in_4bit true --use_vllm false": How(SKIP, GPU_GRPO),
     "CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model Qwen/Qwen2.5-VL-7B-Instruct --port 8000 &": How(
         SKIP, GPU_GRPO
     ),
     "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6 accelerate launch --num_processes 7 -m trl_grpo.train "
-    "--config recipes/unifer_grpo.yaml grpo.vllm_mode=server grpo.vllm_server_host=127.0.0.1 "
-    "grpo.vllm_server_port=8000": How(SKIP, GPU_GRPO),
+    "--config recipes/unifer_grpo.yaml --vllm_mode server --vllm_server_host 127.0.0.1 "
+    "--vllm_server_port 8000": How(SKIP, GPU_GRPO),
     "accelerate launch --num_machines 2 --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR "
     "--main_process_port 29500 --num_processes 16 -m trl_grpo.train --config recipes/unifer_grpo.yaml "
-    "grpo.vllm_mode=colocate": How(SKIP, GPU_GRPO),
+    "--vllm_mode colocate --per_device_train_batch_size 2 --gradient_accumulation_steps 7": How(
+        SKIP, GPU_GRPO
+    ),
     # Backbones
     "FORCE_TORCHRUN=1 llamafactory-cli train recipes/unimumer_qwen3vl_2b.yaml": How(SKIP, GPU_QWEN3),
     "llamafactory-cli export recipes/unimumer_qwen3vl_export.yaml": How(SKIP, GPU_QWEN3),
@@ -238,6 +248,12 @@ def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> Path:
     _absolute_images(raw / "hmer" / "hmer_demo_train.json", ws / "train.json", "images")
     shutil.copy(ws / "data" / "ferbench" / "fer_demo_qa.json", ws / "data" / "ferbench" / "rafdb_qa.json")
     (ws / "ferbench").symlink_to(ws / "data" / "ferbench")
+    (ws / "data" / "unifer").mkdir()  # UniFER's RLVR file, its image paths relative to data/unifer
+    for item in (ws / "data" / "ferbench").iterdir():
+        (ws / "data" / "unifer" / item.name).symlink_to(item)
+    shutil.copy(
+        ws / "data" / "ferbench" / "fer_demo_rlvr.json", ws / "data" / "unifer" / "UniFER_RLVR_360K.json"
+    )
     (ws / "runs" / "demo" / "demo_suite.yaml").write_text(
         f"datasets:\n  - {{name: demo HMER, task: hmer, input: {ws / 'data' / 'crohme_2014.json'}}}\n",
         encoding="utf-8",

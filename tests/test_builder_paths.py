@@ -208,8 +208,8 @@ def test_fer_rlvr_output_trains_one_grpo_step_from_another_directory(tmp_path, m
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "trl_grpo.train", "--config", str(REPO / "recipes" / "unifer_grpo.yaml"), "--smoke",
-         "data.synthetic=null", f"data.path={tmp_path / 'grpo' / 'grpo.jsonl'}", "grpo.max_steps=1",
-         f"grpo.output_dir={out}"],
+         "--synthetic_data", "false", "--dataset_name", str(tmp_path / "grpo"), "--max_steps", "1",
+         "--output_dir", str(out)],
         cwd=run, capture_output=True, text=True, check=False, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip

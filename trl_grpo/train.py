@@ -513,6 +513,7 @@ def _load_model(script_args, training_args, model_args):
         kwargs.update(quantization_config=quantization, device_map=get_kbit_device_map())
     model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
     # GRPOTrainer loads its reference model (beta > 0, no PEFT) with model_init_kwargs: same dtype/attention.
+    # (TRL then warns that model_init_kwargs "will be ignored": that is about the policy, loaded here.)
     training_args.model_init_kwargs = {
         k: v for k, v in kwargs.items() if k not in ("quantization_config", "device_map")
     }

@@ -47,6 +47,7 @@ STRUCTURES: dict[str, frozenset[str]] = {
     "environment": frozenset({"\\begin"}),
     "big_operator": frozenset({"\\sum", "\\int", "\\prod", "\\lim", "\\oint"}),
 }
+_ALL_MARKERS = frozenset().union(*STRUCTURES.values())
 
 
 def _group_stats(distances: Sequence[int]) -> dict[str, float | int | None]:
@@ -99,15 +100,15 @@ def by_structure(result: HmerResult) -> dict[str, dict]:
     {'script': 0.0, 'plain': 100.0}
     """
     groups: dict[str, list[int]] = {name: [] for name in (*STRUCTURES, "plain")}
+    plain = groups["plain"]
     for tokens, alignment in zip(result.gt_tokens, result.alignments, strict=True):
-        present = set(tokens)
-        found = False
+        present = _ALL_MARKERS.intersection(tokens)  # scans the tokens in C, builds no set of them
+        if not present:
+            plain.append(alignment.distance)
+            continue
         for name, markers in STRUCTURES.items():
             if not present.isdisjoint(markers):
                 groups[name].append(alignment.distance)
-                found = True
-        if not found:
-            groups["plain"].append(alignment.distance)
     return {name: _group_stats(d) for name, d in groups.items() if d}
 
 

@@ -219,54 +219,45 @@ def _matches_numpy(
     """
     import numpy as np
 
-    vocab = {token: i for i, token in enumerate(set(chain.from_iterable(references)).union(*hypotheses))}
+    both_sides = (*hypotheses, *references)
+    vocab = {token: i for i, token in enumerate(set(chain.from_iterable(both_sides)))}
     if len(vocab) >= 1 << 16:
         return None
-    lookup = vocab.__getitem__
     bits = max(1, (len(vocab) - 1).bit_length())  # bits per token id in a packed n-gram key
-    sample_bits = max(1, (max(len(hypotheses), len(references)) - 1).bit_length())
-
-    def encode(seqs: Sequence[Sequence[str]]) -> tuple:
-        ids = np.fromiter(map(lookup, chain.from_iterable(seqs)), dtype=np.int64)
-        lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-        sample = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
-        ends = np.cumsum(lens)
-        room = ends[sample] - np.arange(len(ids), dtype=np.int64)  # tokens from here to the sample's end
-        return ids, sample, room
-
-    hyp_ids, hyp_sample, hyp_room = encode(hypotheses)
-    ref_ids, ref_sample, ref_room = encode(references)
-
-    def grams(ids, sample, room, n: int) -> tuple:
-        at = np.flatnonzero(room >= n)
-        key = ids[at]
-        for j in range(1, n):
-            key = (key << bits) | ids[at + j]
-        return sample[at], key
-
+    count = len(hypotheses)
+    sample_bits = max(1, (count - 1).bit_length())
+    # All tokens of the predictions then of the labels, as ids; per token its sample, its side (0 =
+    # prediction, 1 = label) and the tokens left in its sequence (an n-gram may start where n are left).
+    ids = np.fromiter(map(vocab.__getitem__, chain.from_iterable(both_sides)), dtype=np.int64)
+    lens = np.fromiter(map(len, both_sides), dtype=np.int64, count=len(both_sides))
+    owner = np.repeat(np.arange(len(both_sides), dtype=np.int64), lens)
+    room = np.cumsum(lens)[owner] - np.arange(len(ids), dtype=np.int64)
+    side = owner >= count
+    sample = owner - side * count
     matches = []
+    key = ids
     for n in (1, 2, 3, 4):
-        hyp_s, hyp_k = grams(hyp_ids, hyp_sample, hyp_room, n)
-        ref_s, ref_k = grams(ref_ids, ref_sample, ref_room, n)
-        if not len(hyp_k) or not len(ref_k):
+        if n > 1:  # the n-gram starting at i = the (n-1)-gram at i, then token i + n - 1
+            key = (key[:-1] << bits) | ids[n - 1 :]
+        at = np.flatnonzero(room[: len(key)] >= n)
+        gram, gram_sample, gram_side = key[at], sample[at], side[at]
+        if not gram_side.any() or gram_side.all():  # no n-gram on one of the two sides
             matches.append(0)
             continue
-        if n * bits + sample_bits <= 61:  # (sample, key, side bit) fits one int64
-            hyp_c, ref_c = (hyp_s << n * bits) | hyp_k, (ref_s << n * bits) | ref_k
-        else:  # densify the keys first, then combine with the sample index
-            _, dense = np.unique(np.concatenate([hyp_k, ref_k]), return_inverse=True)
+        if n * bits + sample_bits <= 61:  # (sample, n-gram, side bit) fits one int64
+            packed = (gram_sample << n * bits) | gram
+        else:  # densify the n-grams first, then combine with the sample index
+            _, dense = np.unique(gram, return_inverse=True)
             dense = dense.reshape(-1)
-            width = int(dense.max()) + 1
-            hyp_c = hyp_s * width + dense[: len(hyp_k)]
-            ref_c = ref_s * width + dense[len(hyp_k) :]
-        # One sort of both sides, the side in the lowest bit: each run of equal (sample, n-gram) keys holds
-        # that n-gram's prediction count (bit 0) and label count (bit 1); the clipped match is their minimum.
-        both = np.concatenate([hyp_c << 1, (ref_c << 1) | 1])
-        both.sort()
-        key = both >> 1
-        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        in_ref = np.add.reduceat(both & 1, starts)
-        in_hyp = np.diff(np.append(starts, len(both))) - in_ref
+            packed = gram_sample * (int(dense.max()) + 1) + dense
+        # One sort, the side in the lowest bit: each run of equal (sample, n-gram) keys holds that n-gram's
+        # prediction count (bit 0) and label count (bit 1); the clipped match is their minimum.
+        packed = (packed << 1) | gram_side
+        packed.sort()
+        run_key = packed >> 1
+        starts = np.flatnonzero(np.concatenate(([True], run_key[1:] != run_key[:-1])))
+        in_ref = np.add.reduceat(packed & 1, starts)
+        in_hyp = np.diff(np.append(starts, len(packed))) - in_ref
         matches.append(int(np.minimum(in_hyp, in_ref).sum()))
     return matches
 

@@ -13,6 +13,9 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
   ``TextEvaluator.evaluate`` (``scripts/eval_metrics_calculator.py``) on each file.
 - ``hmer-synthetic``: ``--n`` synthetic samples (default 1,000,000) in one upstream-format file, same two
   commands: shows time and memory at scale.
+- ``tree``: ``--n`` labels (the 5,632 real CROHME labels of ``../shared`` cycled) as one sharegpt JSON list,
+  converted to Tree-CoT records by upstream's ``preprocess/make_unimumer_tree_data.py --task tree`` vs
+  ``unitune data hmer --task tree --no-check-images`` (answers compared).
 - ``fer``: the four FERBench files (real QA items of ``../shared``, synthetic responses from
   ``bench_fer_eval.py``) scored by UniFER's five ``eval_*/code/eval_unifer.py`` scripts (one process each,
   the time is their sum) vs one ``unitune eval fer --protocol unifer --total`` process.
@@ -21,9 +24,10 @@ Upstream code is run from where it lies (a checkout outside this repository), ne
 
     git clone https://github.com/NhatPot/Uni-MuMER-project /tmp/Uni-MuMER-project
     git clone https://github.com/zfkarl/UniFER /tmp/UniFER
+    git clone https://github.com/BFlameSwift/Uni-MuMER /tmp/Uni-MuMER  # preprocess/unimumer_tree
     pip install --target /tmp/upstream-deps editdistance  # upstream's only dependency we lack
     .venv/bin/python benchmarks/bench_vs_upstream.py --unimumer /tmp/Uni-MuMER-project \\
-        --unifer /tmp/UniFER --upstream-path /tmp/upstream-deps
+        --unifer /tmp/UniFER --tree-upstream /tmp/Uni-MuMER --upstream-path /tmp/upstream-deps
 """
 
 from __future__ import annotations
@@ -226,6 +230,75 @@ def fer_job(work: Path, args, env: dict) -> None:
     )
 
 
+def tree_job(work: Path, args, env: dict) -> None:
+    with gzip.open(
+        args.shared / "reference" / "unimumer" / "tree_can_golden_from_gt.jsonl.gz", "rt"
+    ) as handle:
+        labels = [json.loads(line)["latex"] for line in handle]
+    source = work / "labels.json"
+    prompt = "<image>Please write out the expression of the formula in the image using LaTeX format."
+    with source.open("w", encoding="utf-8") as handle:
+        handle.write("[")
+        for i in range(args.n):
+            record = {
+                "messages": [
+                    {"from": "human", "value": prompt},
+                    {"from": "gpt", "value": labels[i % len(labels)]},
+                ],
+                "images": [f"images/{i}.png"],
+            }
+            handle.write(("," if i else "") + json.dumps(record))
+        handle.write("]")
+    theirs, ours = work / "upstream_tree.json", work / "ours_tree.json"
+    script = args.tree_upstream / "preprocess" / "make_unimumer_tree_data.py"
+    upstream_env = dict(env, PYTHONPATH=os.pathsep.join([str(args.tree_upstream), env["PYTHONPATH"]]))
+    res = interleaved(
+        {
+            "upstream": [
+                (
+                    [
+                        args.upstream_python,
+                        str(script),
+                        "--task",
+                        "tree",
+                        "--input",
+                        str(source),
+                        "--output",
+                        str(theirs),
+                    ],
+                    work,
+                )
+            ],
+            "ours": [
+                (
+                    [
+                        sys.executable,
+                        "-m",
+                        "evaluators.cli",
+                        "data",
+                        "hmer",
+                        "--task",
+                        "tree",
+                        str(source),
+                        str(ours),
+                    ]
+                    + ["--no-check-images", "--no-progress"],
+                    REPO,
+                )
+            ],
+        },
+        upstream_env,
+        args.repeats,
+    )
+    from evaluators.json_stream import iter_json_array
+
+    answers = zip(iter_json_array(theirs), iter_json_array(ours), strict=False)
+    same = all(a["messages"][1]["value"] == b["messages"][1]["value"] for a, b in answers)
+    count = sum(1 for _ in iter_json_array(ours))
+    agree = f"{count:,} tree answers {'identical' if same else 'DIFFER'}"
+    print_row(f"tree builder: {args.n:,} labels", res, "ours", "upstream", agree)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unimumer", type=Path, help="checkout of NhatPot/Uni-MuMER-project")
@@ -239,10 +312,13 @@ def main() -> int:
     parser.add_argument(
         "--upstream-path", action="append", default=[], help="extra PYTHONPATH (editdistance)"
     )
-    parser.add_argument("--jobs", default="hmer,fer,hmer-synthetic", help="comma-separated jobs to run")
-    parser.add_argument("--n", type=int, default=1_000_000, help="samples of hmer-synthetic")
+    parser.add_argument("--tree-upstream", type=Path, help="checkout of BFlameSwift/Uni-MuMER (preprocess/)")
+    parser.add_argument("--jobs", default="hmer,fer,tree,hmer-synthetic", help="comma-separated jobs to run")
+    parser.add_argument("--n", type=int, default=1_000_000, help="samples of hmer-synthetic, labels of tree")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--synthetic-repeats", type=int, default=1, help="repeats of hmer-synthetic (slow)")
+    parser.add_argument(
+        "--synthetic-repeats", type=int, default=1, help="repeats of tree and hmer-synthetic (slow)"
+    )
     args = parser.parse_args()
     jobs = args.jobs.split(",")
     env = env_with(args.upstream_path)
@@ -270,6 +346,17 @@ def main() -> int:
             else:
                 print(
                     f"| fer | skipped: give --unifer (zfkarl/UniFER) and --shared ({args.shared}) | | | | | |"
+                )
+        if "tree" in jobs:
+            if args.tree_upstream and (args.tree_upstream / "preprocess").is_dir():
+                work = tmp_path / "tree"
+                work.mkdir()
+                repeats, args.repeats = args.repeats, args.synthetic_repeats
+                tree_job(work, args, env)
+                args.repeats = repeats
+            else:
+                print(
+                    "| tree | skipped: give --tree-upstream (a checkout of BFlameSwift/Uni-MuMER) | | | | | |"
                 )
         if "hmer-synthetic" in jobs:
             if args.unimumer and (args.unimumer / "src_author").is_dir():

@@ -4,8 +4,8 @@ Every output record has one image, a human turn (``"<image>" + prompt``) and a g
 ``{"messages": [{"from": "human", "value": …}, {"from": "gpt", "value": …}], "images": [path]}``.
 A record that cannot be built (empty label, tree parse error, missing image, unmatched prediction…) is
 *rejected* with a reason instead of being written; correct and duplicate EDL predictions are *dropped*
-(counted, not errors). Writing streams: memory does not grow with the corpus for JSONL input
-(except for EDL from ``--predictions``, which indexes the labelled records by id).
+(counted, not errors). Reading (JSON list or JSONL) and writing stream: memory does not grow with the
+corpus (except for EDL from ``--predictions``, which indexes the labelled records by id).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
+from evaluators.json_stream import iter_json_array
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -121,7 +122,7 @@ def sample_from_record(record: Any, index: int = 0, source: str = "input") -> Hm
 
 
 def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, object)`` from a JSON list or a JSONL file; JSONL is streamed line by line.
+    """Yield ``(index, object)`` from a JSON list or a JSONL file, streamed (one item in memory at a time).
 
     Raises:
         UserError: the file is missing or malformed (file and line named).
@@ -131,14 +132,8 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         raise UserError(f"{path}: no such file.")
     with path.open(encoding="utf-8") as handle:
         head = handle.read(4096).lstrip()
-    if head.startswith("["):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise UserError(
-                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}."
-            ) from None
-        yield from enumerate(data)
+    if head.startswith("["):  # a JSON list is streamed item by item too (memory flat at any size)
+        yield from enumerate(iter_json_array(path))
         return
     index = 0
     with path.open(encoding="utf-8") as handle:
@@ -237,9 +232,9 @@ def resolve_image(image: str, root: str | os.PathLike | None = None) -> Path | N
     >>> resolve_image("/definitely/not/here.png") is None
     True
     """
+    # os.path, not pathlib: this runs once per record of a million-record build.
     if root is not None:
-        candidate = Path(root) / image
-        if candidate.is_file():
-            return candidate
-    candidate = Path(image)
-    return candidate if candidate.is_file() else None
+        candidate = os.path.join(root, image)
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    return Path(image) if os.path.isfile(image) else None

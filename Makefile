@@ -46,7 +46,7 @@ grpo-fer: install  ## UniFER stage-2 GRPO (recipes/unifer_grpo.yaml, accelerate 
 	$(BIN)/accelerate launch -m trl_grpo.train --config recipes/unifer_grpo.yaml $(ARGS)
 
 eval-all: install  ## infer + evaluate every dataset of a suite: make eval-all MODEL=path [CONFIG=...] [OUT=...]
-	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=runs/eval-all/<model name>]"; exit 2; }
+	@test -n "$(MODEL)" || { echo "usage: make eval-all MODEL=/path/to/model [CONFIG=$(CONFIG)] [OUT=runs/eval-all/<model name>/<suite name>]"; exit 2; }
 	$(BIN)/unitune eval-all --model $(MODEL) --config $(CONFIG) $(if $(OUT),--out-dir $(OUT)) $(ARGS)
 
 constraints: install  ## re-pin constraints.txt from the current .venv

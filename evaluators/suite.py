@@ -1,6 +1,6 @@
 """Run a whole benchmark suite: infer (resuming finished work), evaluate, one summary table vs the papers.
 
-``unitune eval-all --model MODEL [--config SUITE.yaml] [--out-dir DIR]`` reads the suite (default: the packaged
+``unitune eval-all --model MODEL [--config SUITE.yaml] [--out-dir DIR]`` (default ``runs/eval-all/<model>/<suite>``) reads the suite (default: the packaged
 ``evaluators/suites/all.yaml``: CROHME 2014/2016/2019/2023, HME100K, Im2LaTeXv2, MathWriting, MNE N1-N3,
 RAF-DB, FERPlus, AffectNet, SFEW 2.0), and for each dataset whose input file exists:
 
@@ -70,6 +70,10 @@ class SuiteDataset:
     image_root: Path | None = None
     paper: float | None = None
     infer: dict[str, Any] = field(default_factory=dict)
+    file: str = ""  # the input as the suite names it (relative to the data root)
+    released: float | None = None  # the released checkpoint's own score on this file
+    paper_note: str = ""  # where the paper's number comes from (a footnote)
+    total_of: list[str] = field(default_factory=list)  # FER: pool these datasets' results (UniFER's total)
 
     @property
     def slug(self) -> str:
@@ -90,6 +94,9 @@ class DatasetResult:
     metrics_files: list[str] = field(default_factory=list)
     predictions: str | None = None
     note: str = ""
+    file: str = ""
+    released: float | None = None
+    paper_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -144,29 +151,48 @@ def load_suite(
         root = Path(str(doc["data_root"]))
     else:
         root = path.parent
-    meta = {"config": str(path), "data_root": str(root), "paper_model": doc.get("paper_model")}
+    meta = {
+        "config": str(path),
+        "data_root": str(root),
+        "paper_model": doc.get("paper_model"),
+        "released_model": doc.get("released_model"),
+        "title": doc.get("title"),
+    }
     meta["infer"] = _check_infer_block(doc.get("infer"), str(path))
     datasets, names = [], set()
     for index, entry in enumerate(doc["datasets"]):
         where = f"{path}: dataset {index}"
-        if not isinstance(entry, dict) or not all(entry.get(k) for k in ("name", "task", "input")):
+        if not isinstance(entry, dict) or not all(entry.get(k) for k in ("name", "task")):
             raise UserError(f"{where} needs `name`, `task` and `input`.")
+        total_of = entry.get("total_of") or []
+        if not entry.get("input") and not total_of:
+            raise UserError(f"{where} needs `name`, `task` and `input`.")
+        if total_of and (entry.get("task") != "fer" or not isinstance(total_of, list)):
+            raise UserError(f"{where}: `total_of` (a list of FER dataset names to pool) needs task fer.")
+        unknown = sorted(set(total_of) - names)
+        if unknown:
+            raise UserError(f"{where}: `total_of` names {unknown}, not FER datasets listed above it.")
         name, task = str(entry["name"]), str(entry["task"])
         if task not in ("hmer", "fer"):
             raise UserError(f"{where} ({name}): task must be hmer or fer, got {task!r}.")
         if name in names:
             raise UserError(f"{where}: the name {name!r} is used twice.")
         names.add(name)
-        paper = entry.get("paper")
+        paper, released = entry.get("paper"), entry.get("released")
         image_root = entry.get("image_root")
+        file = str(entry.get("input") or "pooled: " + ", ".join(total_of))
         datasets.append(
             SuiteDataset(
                 name=name,
                 task=task,
-                input=root / str(entry["input"]),
+                input=root / str(entry["input"]) if entry.get("input") else root,
                 image_root=root / str(image_root) if image_root else None,
                 paper=float(paper) if paper is not None else None,
                 infer=_check_infer_block(entry.get("infer"), f"{where} ({name})"),
+                file=file,
+                released=float(released) if released is not None else None,
+                paper_note=str(entry.get("paper_note") or ""),
+                total_of=[str(n) for n in total_of],
             )
         )
     return meta, datasets
@@ -176,7 +202,52 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_summary(results: list[DatasetResult], paper_model: str | None = None) -> str:
+def _release_summary(results: list[DatasetResult], meta: dict[str, Any]) -> str:
+    """The release-suite table: file, ours, the released checkpoint on the same file, the paper, footnotes."""
+    paper_model = meta.get("paper_model")
+    released_model = meta.get("released_model") or "released checkpoint"
+    lines = []
+    if meta.get("title"):
+        lines += [str(meta["title"]).strip(), ""]
+    prompt = (
+        "upstream's (the literal `<image>` text kept, as upstream's vllm_infer.py sent it)"
+        if meta.get("infer", {}).get("upstream_prompt")
+        else "the fixed prompt (`<image>` replaced by the image)"
+    )
+    lines += [f"Reproduction prompt: {prompt}.", ""]
+    lines.append(
+        f"| Dataset | File | N | Metric | Ours | {released_model} (same file) | Δ vs released "
+        f"| Paper{f' ({paper_model})' if paper_model else ''} | Status |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    notes: list[str] = []
+    for result in results:
+        note = result.note.strip().splitlines()[0].replace("|", "/") if result.note.strip() else ""
+        status = result.status + (f": {note}" if note else "")
+        n = "—" if result.n is None else str(result.n)
+        mark = ""
+        if result.paper_note:
+            if result.paper_note not in notes:
+                notes.append(result.paper_note)
+            mark = f" [{notes.index(result.paper_note) + 1}]"
+        paper = ("—" if result.paper is None else f"{result.paper:.2f}") + mark
+        rows = list(result.headline.items()) or [("—", None)]
+        for position, (metric, value) in enumerate(rows):
+            released = result.released if position == 0 else None
+            delta = None if value is None or released is None else value - released
+            lines.append(
+                f"| {result.name} | `{result.file}` | {n} | {metric} | {_fmt(value)} | {_fmt(released)} | "
+                f"{'—' if delta is None else f'{delta:+.2f}'} | {paper if position == 0 else '—'} | {status} |"
+            )
+    if notes:
+        lines.append("")
+        lines += [f"[{number}] {text}" for number, text in enumerate(notes, start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(
+    results: list[DatasetResult], paper_model: str | None = None, meta: dict[str, Any] | None = None
+) -> str:
     """One Markdown table: a row per dataset and headline metric, with the paper's number and the gap.
 
     Example:
@@ -188,7 +259,12 @@ def markdown_summary(results: list[DatasetResult], paper_model: str | None = Non
     |---|---|---|---|---|---|---|---|
     | CROHME 2014 | hmer | 986 | ExpRate | 80.00 | 82.05 | -2.05 | ok |
     | HME100K | hmer | — | — | — | — | — | skipped: input not found |
+
+    A suite with ``released`` numbers (``suites/release.yaml``) gets the release layout instead: the file, the
+    released checkpoint's own score on it, the paper's number with a footnote on its source.
     """
+    if meta is not None and any(r.released is not None or r.paper_note for r in results):
+        return _release_summary(results, meta)
     header = f"| Dataset | Task | N | Metric | Ours | Paper{f' ({paper_model})' if paper_model else ''} | Δ | Status |"
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     for result in results:
@@ -277,6 +353,34 @@ def _evaluate(
     return n, headline, [str(f) for f in files]
 
 
+def _pool_fer(dataset: SuiteDataset, result: DatasetResult, done: list[DatasetResult], out_dir: Path) -> None:
+    """UniFER's pooled FERBench accuracy over the results of ``dataset.total_of`` (``unitune eval fer --total``)."""
+    from evaluators.cli import main as unitune
+
+    members = {r.name: r for r in done if r.name in dataset.total_of}
+    missing = [name for name in dataset.total_of if name not in members or members[name].status != "ok"]
+    if missing:
+        result.status, result.note = "skipped", f"needs the results of {', '.join(missing)}"
+        return
+    eval_dir = out_dir / dataset.slug / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["eval", "fer", *(str(members[n].predictions) for n in dataset.total_of), "--total"]
+    argv += ["--protocol", "both", "--out-dir", str(eval_dir)]
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        status = unitune(argv)
+    atomic_write_text(eval_dir / "report.md", captured.getvalue())
+    if status != 0:
+        result.status, result.note = "failed", f"`unitune {' '.join(argv)}` exited with status {status}"
+        return
+    for protocol, label in (("unifer", "Acc (UniFER protocol)"), ("strict", "Acc (strict)")):
+        path = eval_dir / f"total_{protocol}_metrics.json"
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        result.headline[label] = 100.0 * float(doc["overall"]["accuracy"])
+        result.n = int(doc.get("counts", {}).get("total", 0)) or result.n
+        result.metrics_files.append(str(path))
+
+
 def run_suite(
     datasets: list[SuiteDataset],
     models: dict[str, str | None],
@@ -300,8 +404,20 @@ def run_suite(
     for dataset in datasets:
         if only and dataset.name not in only and dataset.slug not in only:
             continue
-        result = DatasetResult(dataset.name, dataset.task, "ok", str(dataset.input), paper=dataset.paper)
+        result = DatasetResult(
+            dataset.name,
+            dataset.task,
+            "ok",
+            str(dataset.input),
+            paper=dataset.paper,
+            file=dataset.file,
+            released=dataset.released,
+            paper_note=dataset.paper_note,
+        )
         results.append(result)
+        if dataset.total_of:
+            _pool_fer(dataset, result, results, out_dir)
+            continue
         model = models.get(dataset.task)
         if not dataset.input.is_file():
             result.status, result.note = "skipped", f"input not found ({dataset.input})"
@@ -364,7 +480,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root", type=Path, default=None, help="folder the suite's paths are relative to"
     )
-    add_out_dir(parser, "output folder (default runs/eval-all/<model name>)")
+    add_out_dir(parser, "output folder (default runs/eval-all/<model name>/<suite name>)")
     parser.add_argument("--only", nargs="+", default=None, help="dataset names or slugs to run")
     add_inference_arguments(parser)
 
@@ -384,10 +500,13 @@ def run(args: argparse.Namespace) -> int:
             )
     out = (
         args.out_dir
-        or Path("runs") / "eval-all" / Path(str(args.model or args.hmer_model or args.fer_model)).name
+        or Path("runs")
+        / "eval-all"
+        / Path(str(args.model or args.hmer_model or args.fer_model)).name
+        / Path(args.config).stem
     )
     results = run_suite(datasets, models, out, args, meta["infer"], args.only)
-    table = markdown_summary(results, meta.get("paper_model"))
+    table = markdown_summary(results, meta.get("paper_model"), meta)
     atomic_write_text(out / "summary.md", table)
     atomic_write_json(
         out / "summary.json",

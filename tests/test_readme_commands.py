@@ -144,6 +144,9 @@ PLAN: dict[str, How] = {
     "unitune eval-all --hmer-model models/unimumer --fer-model models/unifer --data-root /data/bench": How(
         RUN, expect="skipped: input not found"
     ),
+    "unitune eval-all --model models/merged --config evaluators/suites/release.yaml --data-root unimumer_release": How(
+        RUN, extra=FEW_TOKENS, expect="| CROHME 2014 | `data/CROHME/prompts/crohme_2014.json` | 2 | ExpRate |"
+    ),
     "make eval-all MODEL=runs/demo/merged CONFIG=runs/demo/demo_suite.yaml": How(
         RUN, extra=f"ARGS='{FEW_TOKENS}'", expect="| demo HMER | hmer | 2 | ExpRate |"
     ),
@@ -258,6 +261,14 @@ def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> Path:
         f"datasets:\n  - {{name: demo HMER, task: hmer, input: {ws / 'data' / 'crohme_2014.json'}}}\n",
         encoding="utf-8",
     )
+    release = ws / "unimumer_release" / "data" / "CROHME"  # data.zip's layout, paths relative to its parent
+    (release / "2014").mkdir(parents=True)
+    shutil.copytree(raw / "hmer" / "images", release / "2014" / "images")
+    records = json.loads(hmer_test.read_text(encoding="utf-8"))
+    for record in records:
+        record["images"] = [f"./data/CROHME/2014/{p}" for p in record["images"]]
+    (release / "prompts").mkdir()
+    (release / "prompts" / "crohme_2014.json").write_text(json.dumps(records), encoding="utf-8")
     (ws / "my_grpo.py").write_text(_python_example(), encoding="utf-8")
     return ws
 
@@ -293,7 +304,7 @@ RUNNABLE = sorted(c for c, how in PLAN.items() if how.mode != SKIP)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", RUNNABLE)
+@pytest.mark.parametrize("command", RUNNABLE, ids=[re.sub(r"[^\w./=-]+", "_", c)[:80] for c in RUNNABLE])
 def test_readme_command_runs(command, workspace):
     how = PLAN[command]
     line = _make_prefix(command, how.mode == DRY) if command.startswith("make ") else command

@@ -187,6 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         logging.getLogger("unitune").error("%s", err)
         return 2
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+        # A path the user gave that cannot be written or read (checked early where possible): one line, no traceback.
+        where = f" {err.filename}" if err.filename else ""
+        logging.getLogger("unitune").error("cannot use%s: %s.", where, err.strerror or err)
+        return 2
+    except UnicodeDecodeError as err:
+        # Readers name the file; this is the net for one that does not.
+        logging.getLogger("unitune").error(
+            "an input is not UTF-8 text (%s); convert it to UTF-8.", err.reason
+        )
+        return 2
     except KeyboardInterrupt:
         logging.getLogger("unitune").error("interrupted; finished work is kept on disk.")
         return 130

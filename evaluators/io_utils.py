@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -11,12 +12,17 @@ from typing import Any
 
 from evaluators.errors import UserError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "MAX_RECORD_BYTES",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "current_umask",
+    "ensure_output_dir",
     "iter_jsonl",
+    "load_json",
     "read_records",
     "rejected_path",
     "temp_sibling",
@@ -99,6 +105,57 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+def ensure_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Check, before any expensive work, that ``path`` can be created and written; leave no trace.
+
+    Folders that had to be created for the check are removed again (the real write creates them).
+
+    Raises:
+        UserError: ``path`` is a file, lies under a file, or cannot be created or written (one line, naming
+            ``option`` and the path).
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "file"
+    >>> _ = f.write_text("x")
+    >>> ensure_output_dir(f / "sub", "--out")
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: --out .../file/sub: cannot be created: .../file is a file, not a folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: exists and is a file, expected a folder.")
+    missing = []
+    probe_dir = path
+    while not probe_dir.exists():
+        missing.append(probe_dir)
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        raise UserError(f"{option} {path}: cannot be created: {probe_dir} is a file, not a folder.")
+    created = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as err:
+                raise UserError(f"{option} {path}: cannot be created ({err.strerror}).") from None
+            created.append(folder)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".unitune-write-test.", dir=path)
+        except OSError as err:
+            raise UserError(f"{option} {path}: cannot write files there ({err.strerror}).") from None
+        os.close(fd)
+        os.unlink(probe)
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()
+    return path
+
+
 def rejected_path(output: str | os.PathLike) -> Path:
     """Where a builder lists the records it rejected: ``out.json`` → ``out.rejected.jsonl``.
 
@@ -163,47 +220,135 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     return path
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the objects of a JSONL file; a bad line raises :class:`UserError` naming file and line.
-
-    A final line without a newline that does not parse (a crash mid-write) is skipped, not fatal.
-    """
-    path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not line.endswith("\n"):
-                return  # torn last line from an interrupted writer
-            raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}).") from None
+#: A JSONL line (or a whole JSON list file) larger than this is refused as absurd, before parsing.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON list or a JSONL file of objects, with a clear error for anything else.
-
-    Raises:
-        UserError: the file is missing, is not JSON/JSONL, or is not a list of objects.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file.")
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if not stripped:
-        return []
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
+def _loads(text: str, path: Path, where: str) -> Any:
+    """``json.loads`` whose failures (bad JSON, nesting too deep for Python) are one-line :class:`UserError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        if where == "the file":
             raise UserError(
                 f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}."
             ) from None
+        raise UserError(f"{path}: {where} is not valid JSON ({err.msg}).") from None
+    except RecursionError:
+        raise UserError(
+            f"{path}: {where} is nested too deeply to read (thousands of levels of lists/objects)."
+        ) from None
+
+
+def _decode(raw: bytes, path: Path, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: {where} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "convert the file to UTF-8."
+        ) from None
+
+
+def iter_jsonl(path: str | os.PathLike, allow_torn: bool = False) -> Iterator[dict]:
+    """Yield the objects of a JSONL file, streamed; every problem is a :class:`UserError` naming file and line.
+
+    A last line without a newline that does not parse is what a writer killed mid-line leaves: it is refused
+    (the file is incomplete) unless ``allow_torn``, which skips it with a warning. Lines that are not UTF-8,
+    not JSON, nested beyond Python's limit or over :data:`MAX_RECORD_BYTES` are refused.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> _ = p.write_text('{"a": 1}\\n{"a": 2')
+    >>> list(iter_jsonl(p, allow_torn=True))
+    [{'a': 1}]
+    >>> list(iter_jsonl(p))
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: ...a.jsonl: line 2 is cut off (no newline, not valid JSON): the file is incomplete, probably from an interrupted writer; repair it, or pass --allow-torn to drop that line.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        number = 0
+        for raw in handle:
+            number += 1
+            where = f"line {number}"
+            if len(raw) > MAX_RECORD_BYTES:
+                raise UserError(
+                    f"{path}: {where} is {len(raw) / 2**20:.0f} MiB, over the {MAX_RECORD_BYTES // 2**20} MiB "
+                    "limit for one record."
+                )
+            text = _decode(raw, path, where)
+            if not text.strip():
+                continue
+            if not text.endswith("\n"):
+                try:
+                    item = json.loads(text)
+                except (json.JSONDecodeError, RecursionError):
+                    if allow_torn:
+                        logger.warning(
+                            "%s: %s is cut off (no newline, not JSON); skipped (--allow-torn).", path, where
+                        )
+                        return
+                    raise UserError(
+                        f"{path}: {where} is cut off (no newline, not valid JSON): the file is incomplete, "
+                        "probably from an interrupted writer; repair it, or pass --allow-torn to drop that line."
+                    ) from None
+                yield item
+                continue
+            yield _loads(text, path, where)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Parse a whole JSON file strictly: not UTF-8, malformed, nested too deeply or over 2 GiB is a :class:`UserError`.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "deep.json"
+    >>> _ = p.write_text("[" * 100_000 + "]" * 100_000)
+    >>> load_json(p)
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: .../deep.json: the file is nested too deeply to read (thousands of levels of lists/objects).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > 8 * MAX_RECORD_BYTES:
+        raise UserError(
+            f"{path}: a {size / 2**30:.1f} GiB JSON file is too large to load; write it as JSONL."
+        )
+    return _loads(_decode(path.read_bytes(), path, "the file"), path, "the file")
+
+
+def read_records(path: str | os.PathLike, allow_torn: bool = False) -> list[dict]:
+    """Read a JSON list or a JSONL file of objects, with a clear one-line error for anything else.
+
+    Args:
+        path: the file.
+        allow_torn: skip (with a warning) a cut-off last JSONL line instead of refusing the file.
+
+    Raises:
+        UserError: the file is missing, a folder, not UTF-8, not JSON/JSONL, nested too deeply, absurdly large,
+            cut off (JSONL without ``allow_torn``), or not a list of objects.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a JSON or JSONL file.")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file.")
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    # Only the first non-space character matters here; the whole text is decoded strictly below.
+    stripped = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        data = load_json(path)
     else:
-        data = list(iter_jsonl(path))
+        data = list(iter_jsonl(path, allow_torn=allow_torn))
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
     for index, item in enumerate(data):

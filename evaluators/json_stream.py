@@ -56,7 +56,12 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
             nonlocal buf, pos, line, line_start, eof
             if eof:
                 return False
-            chunk = handle.read(chunk_chars)
+            try:
+                chunk = handle.read(chunk_chars)
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"{path}: the file is not UTF-8 text (byte 0x{err.object[err.start]:02x}); convert it to UTF-8."
+                ) from None
             if not chunk:
                 eof = True
                 return False
@@ -107,6 +112,8 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
             while True:
                 try:
                     item, end = decode(buf, pos)
+                except RecursionError:
+                    raise fail(pos, "an item is nested too deeply to read (thousands of levels)") from None
                 except json.JSONDecodeError as err:
                     # the item may continue in the next chunk, unless it is already absurdly long
                     if len(buf) - pos < MAX_ITEM_CHARS and refill():

@@ -142,7 +142,9 @@ def load_suite(
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err}).") from None
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())}).") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text.") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list):
         raise UserError(f"{path}: a suite needs a top-level `datasets:` list.")
     if data_root is not None:
@@ -159,7 +161,7 @@ def load_suite(
         "title": doc.get("title"),
     }
     meta["infer"] = _check_infer_block(doc.get("infer"), str(path))
-    datasets, names = [], set()
+    datasets, names, slugs = [], set(), {}
     for index, entry in enumerate(doc["datasets"]):
         where = f"{path}: dataset {index}"
         if not isinstance(entry, dict) or not all(entry.get(k) for k in ("name", "task")):
@@ -178,6 +180,12 @@ def load_suite(
         if name in names:
             raise UserError(f"{where}: the name {name!r} is used twice.")
         names.add(name)
+        slug = SuiteDataset(name, task, Path()).slug
+        if slug in slugs:
+            raise UserError(
+                f"{where}: the names {slugs[slug]!r} and {name!r} share the output folder {slug!r}; rename one."
+            )
+        slugs[slug] = name
         paper, released = entry.get("paper"), entry.get("released")
         image_root = entry.get("image_root")
         file = str(entry.get("input") or "pooled: " + ", ".join(total_of))

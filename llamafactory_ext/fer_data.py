@@ -44,7 +44,7 @@ from evaluators.io_utils import (
     temp_sibling,
     write_jsonl_atomic,
 )
-from evaluators.knowledge.answers import THINK_ANSWER_FORMAT_RE, extract_answer
+from evaluators.knowledge.answers import extract_answer, is_think_answer_format
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 
 __all__ = [
@@ -181,7 +181,7 @@ def _check_text(item: Any) -> tuple[str, str] | None:
             "image_tokens",
             f"question has {question.count(IMAGE_TOKEN)} {IMAGE_TOKEN} tokens, expected at most 1",
         )
-    if not THINK_ANSWER_FORMAT_RE.fullmatch(response.strip()):
+    if not is_think_answer_format(response.strip()):
         return "format", "response is not <think>…</think><answer>…</answer>"
     answer = extract_answer(response)
     candidates = candidate_labels_from_question(question) or _ALL_LABELS
@@ -233,6 +233,8 @@ def convert_records(
     stats = ConvertStats(read=len(records))
     text_problems = [_check_text(item) for item in records]
 
+    from PIL import Image
+
     def image_job(index: int) -> tuple[str | None, tuple[str, str] | None]:
         source = _resolve(records[index]["image_path"], root)
         if resize is not None:
@@ -240,7 +242,7 @@ def convert_records(
                 return None, ("missing_image", f"image not found: {source}")
             try:
                 return str(resize_copy(source, cache, resize).resolve()), None
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
                 return None, (
                     "bad_image",
                     f"image does not decode: {source} ({err.__class__.__name__}: {err})",

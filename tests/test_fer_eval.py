@@ -100,12 +100,11 @@ def test_non_string_response_is_counted_not_a_traceback() -> None:
     assert strict.counts["invalid"] == 2
 
 
-def test_all_errors_give_null_metrics() -> None:
+def test_all_errors_are_refused() -> None:
+    # Every inference failed: no number would mean anything (issue #11), so the file is refused.
     recs = [record("sfew", "sad", "ERROR: x", error=True)]
-    score = score_file(load_results_records(recs, "m"), "unifer")
-    assert score.metrics["overall"]["accuracy"] is None
-    assert score.counts["valid"] == 0
-    assert score_file(load_results_records(recs, "m"), "strict").metrics["overall"]["accuracy"] == 0.0
+    with pytest.raises(UserError, match="all 1 items are marked as failed inference"):
+        load_results_records(recs, "m")
 
 
 @pytest.mark.parametrize(

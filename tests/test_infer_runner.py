@@ -100,15 +100,31 @@ def test_hf_backend_hmer_and_fer_then_resume(tiny_model_dir, tmp_path):
 
     lines = _lines(out / "hmer_demo_test_infer.jsonl")
     assert [x["id"] for x in lines] == [f"h{i:03d}" for i in range(5)]
-    assert set(lines[0]) == {"id", "sample_index", "prompt", "pred", "gt", "image_path"}
+    assert set(lines[0]) == {"id", "sample_index", "prompt", "key", "pred", "gt", "image_path"}
     assert lines[0]["prompt"].startswith("I have an image") and lines[0]["gt"] == "x _ { 0 }"
     pred_json = json.loads((out / "hmer_demo_test_pred.json").read_text(encoding="utf-8"))
-    assert [set(p) for p in pred_json] == [{"gt", "pred", "image_path", "img_id"}] * 6
-    assert pred_json[-1] == {"gt": "x _ { 5 }", "pred": "", "image_path": "img/gone0.png", "img_id": "gone0"}
+    assert [set(p) for p in pred_json] == [{"gt", "pred", "image_path", "img_id"}] * 5 + [
+        {"gt", "pred", "image_path", "img_id", "error"}
+    ]
+    assert pred_json[-1] == {
+        "gt": "x _ { 5 }",
+        "pred": "",
+        "image_path": "img/gone0.png",
+        "img_id": "gone0",
+        "error": True,
+    }
     assert json.loads((out / "hmer_demo_test_missing.json").read_text())[0]["id"] == "gone0"
 
     fer_lines = _lines(out / "demo_qa_infer.jsonl")
-    assert set(fer_lines[0]) == {"id", "sample_index", "prompt", "model_response", "true_label", "image_path"}
+    assert set(fer_lines[0]) == {
+        "id",
+        "sample_index",
+        "prompt",
+        "key",
+        "model_response",
+        "true_label",
+        "image_path",
+    }
     results_json = json.loads((out / "demo_results.json").read_text(encoding="utf-8"))
     assert len(results_json) == 3 and all(isinstance(r["model_response"], str) for r in results_json)
     assert results_json[0]["candidate_labels"] == list(CANDIDATE_LABELS["rafdb"])
@@ -148,16 +164,7 @@ def test_torn_line_and_partial_samples_are_redone(tmp_path, tiny_model_dir):
     """A torn last line is cut; an id with only some of its samples gets just the missing ones."""
     hmer = _hmer(tmp_path, 3)
     out = tmp_path / "out"
-    out.mkdir()
     jsonl = out / "hmer_demo_test_infer.jsonl"
-    jsonl.write_text(
-        json.dumps({"id": "h000", "sample_index": 0, "prompt": "p", "pred": "a", "gt": "g"})
-        + "\n"
-        + json.dumps({"id": "h001", "sample_index": 0, "prompt": "p", "pred": "b", "gt": "g"})
-        + "\n"
-        + '{"id": "h002", "sample_ind',
-        encoding="utf-8",
-    )
     seen = []
 
     class _Echo:
@@ -165,16 +172,24 @@ def test_torn_line_and_partial_samples_are_redone(tmp_path, tiny_model_dir):
 
         def generate(self, requests, sampling):
             seen.extend(r.record.id for r in requests)
-            return [[f"{r.record.id}-{k}" for k in range(sampling.n)] for r in requests]
+            return [[f"{r.record.id}-{k}-{len(seen)}" for k in range(sampling.n)] for r in requests]
 
     settings = InferenceSettings(
         model=str(tiny_model_dir), sampling={"n": 2, "temperature": 1.0}, progress=False
     )
     run_inference([hmer], out, settings, backend_factory=lambda *a: _Echo())
-    assert seen == ["h000", "h001", "h002"]
+    first = _lines(jsonl)
+    # Keep h000's two samples and h001's first; then a line torn by a kill.
+    kept = [x for x in first if x["id"] == "h000" or (x["id"], x["sample_index"]) == ("h001", 0)]
+    jsonl.write_text(
+        "".join(json.dumps(x) + "\n" for x in kept) + '{"id": "h002", "sample_ind', encoding="utf-8"
+    )
+    seen.clear()
+    run_inference([hmer], out, settings, backend_factory=lambda *a: _Echo())
+    assert seen == ["h001", "h002"]
     pairs = Counter((x["id"], x["sample_index"]) for x in _lines(jsonl))
     assert pairs == {(i, k): 1 for i in ("h000", "h001", "h002") for k in range(2)}
-    assert _lines(jsonl)[0]["pred"] == "a"  # finished samples are kept, not regenerated
+    assert _lines(jsonl)[:3] == kept  # finished samples are kept, not regenerated
 
 
 def test_model_folder_errors(tmp_path, tiny_model_dir, caplog):

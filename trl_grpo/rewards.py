@@ -32,7 +32,12 @@ from functools import lru_cache
 from typing import Any
 
 from evaluators.knowledge.alignment import edit_distance, edit_similarity
-from evaluators.knowledge.answers import THINK_ANSWER_FORMAT_RE, completion_text, extract_answer
+from evaluators.knowledge.answers import (
+    completion_text,
+    extract_answer,
+    is_think_answer_format,
+    search_answer,
+)
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, tokenize
 
@@ -156,15 +161,17 @@ def unifer_accuracy_reward(
         if not _applies(task, i, TASK_FER):
             rewards.append(None)
             continue
-        rewards.append(
-            1.0 if _unifer_answer(_text(completions[i])) == _unifer_answer(_text(solution[i])) else 0.0
-        )
+        gold = _unifer_answer(_text(solution[i]))
+        if not gold:
+            rewards.append(None)  # an empty gold would pay an empty completion 1.0
+            continue
+        rewards.append(1.0 if _unifer_answer(_text(completions[i])) == gold else 0.0)
     return rewards
 
 
 def _unifer_answer(text: str) -> str:
-    match = _UNIFER_ANSWER_RE.search(text)
-    return (match.group(1) if match else text).strip()
+    found = search_answer(_UNIFER_ANSWER_RE, text)  # _UNIFER_ANSWER_RE.search, in linear time
+    return (text if found is None else found).strip()
 
 
 def think_answer_format_reward(
@@ -192,7 +199,7 @@ def think_answer_format_reward(
     [1.0, 0.0, 0.0]
     """
     n = _check_columns("think_answer_format_reward", completions, task=task)
-    fullmatch = THINK_ANSWER_FORMAT_RE.fullmatch
+    fullmatch = is_think_answer_format  # THINK_ANSWER_FORMAT_RE.fullmatch, in linear time
     rewards: Reward = []
     for i in range(n):
         if not _applies(task, i, TASK_FER):
@@ -411,6 +418,9 @@ def _hmer_reward(
             rewards.append(None)
             continue
         gold = _hmer_tokens(solution[i], mode)
+        if not gold:
+            rewards.append(None)  # an empty gold would pay an empty completion 1.0
+            continue
         pred = _hmer_tokens(completions[i], mode)
         if max_edits is not None:
             rewards.append(1.0 if edit_distance(gold, pred) <= max_edits else 0.0)
@@ -459,8 +469,8 @@ def hmer_edit_score_reward(
 ) -> Reward:
     r"""Token edit score: ``1 - d / max(len(gt), len(pred))`` on the extracted LaTeX's whitespace tokens.
 
-    ``d`` is the Levenshtein distance of :func:`~evaluators.knowledge.alignment.edit_distance` (the evaluator's);
-    two empty token lists score 1.0. The LaTeX is extracted as in :func:`hmer_exact_match_reward`.
+    ``d`` is the Levenshtein distance of :func:`~evaluators.knowledge.alignment.edit_distance` (the evaluator's).
+    A row whose gold is empty gets ``None`` (it cannot be scored; 1.0 for an empty completion would be a hack). The LaTeX is extracted as in :func:`hmer_exact_match_reward`.
 
     Args:
         completions (`list[str]` or `list[list[dict]]`): plain or conversational completions.

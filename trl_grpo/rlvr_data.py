@@ -175,30 +175,52 @@ def _check_row(index: int, record: Any, task: str) -> tuple[dict | None, str | N
     return row, None
 
 
-def _image_name(source: Path, image_size: int | None) -> str:
-    """Cache name: a hash of the source path and the output size (another size is another file)."""
-    return hashlib.sha1(f"{source}|{image_size}".encode()).hexdigest()[:20] + ".png"
+def _image_name(data: bytes, image_size: int | None) -> str:
+    """Cache name of a converted image: a hash of the source *content* and the target size.
+
+    A replaced source image or another ``--image-size`` gets another name, so a stale copy is never reused.
+
+    Example:
+
+    >>> _image_name(b"abc", 224) != _image_name(b"abc", 448) != _image_name(b"abd", 224)
+    True
+    """
+    return f"{hashlib.sha256(data).hexdigest()[:32]}_{image_size or 'orig'}.png"
 
 
-def _write_image(source: Path, dest: Path, image_size: int | None) -> str | None:
-    """Decode, convert to RGB, resize and save atomically; return an error text or ``None``."""
+def _write_image(source: Path, images_dir: Path, image_size: int | None) -> tuple[Path | None, str | None]:
+    """Decode, convert to RGB, resize and save atomically; return ``(dest, None)`` or ``(None, error text)``."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     if not source.is_file():
-        return f"image not found: {source}"
-    if dest.is_file() and dest.stat().st_size > 0:
-        return None  # converted before (the name is a hash of the source path)
+        return None, f"image not found: {source}"
     try:
-        with Image.open(source) as img:
+        data = source.read_bytes()
+    except OSError as err:
+        return None, f"cannot read image {source} ({err.strerror})"
+    dest = images_dir / _image_name(data, image_size)
+    if dest.is_file() and dest.stat().st_size > 0:
+        return dest, None  # converted before from the same bytes at the same size
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             img = img.convert("RGB")
             if image_size:
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
             img.save(tmp, format="PNG")
         os.replace(tmp, dest)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        return f"cannot decode image {source} ({type(err).__name__}: {err})"
-    return None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombError,
+    ) as err:
+        return None, f"cannot decode image {source} ({type(err).__name__}: {err})"
+    return dest, None
 
 
 def grpo_features():
@@ -323,12 +345,12 @@ def convert_records(
             continue
         src = _resolve(row["image_path"], root)
         if src not in done:
-            dest = images_dir / _image_name(src, image_size)
-            done[src] = (dest, _write_image(src, dest, image_size))
+            done[src] = _write_image(src, images_dir, image_size)
         dest, error = done[src]
         if error is not None:
             errors.append(f"row {index}: {error}")
             continue
+        assert dest is not None
         row["image"] = dest.name
         rows.append(row)
     if errors:

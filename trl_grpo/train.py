@@ -37,6 +37,7 @@ __all__ = [
     "GRPOScriptArguments",
     "SMOKE_ARGS",
     "build_trainer",
+    "check_reward_signature",
     "freeze_vision",
     "load_datasets",
     "load_reward",
@@ -288,13 +289,51 @@ def load_reward(name: str, kwargs: dict[str, Any] | None = None) -> Callable[...
     except (ImportError, AttributeError, ValueError) as err:
         raise UserError(f"reward_funcs: cannot import {name!r} ({err}).") from None
     if kwargs is not None:
+        if not callable(obj):
+            raise UserError(f"reward_kwargs of {name!r}: it is not callable, so it cannot take kwargs.")
         try:
             obj = obj(**kwargs)
-        except TypeError as err:
-            raise UserError(f"reward_kwargs of {name!r}: {err}.") from None
+        except (TypeError, ValueError) as err:
+            raise UserError(f"reward_kwargs of {name!r}: {err}") from None
     if not callable(obj) or not getattr(obj, "__name__", None):
         raise UserError(f"reward_funcs: {name!r} is not a callable with a __name__.")
+    check_reward_signature(obj, name)
     return obj
+
+
+def check_reward_signature(func: Callable[..., Any], name: str) -> None:
+    """Refuse a callable TRL could not call as a reward: it needs a ``completions`` keyword and ``**kwargs``.
+
+    TRL calls ``func(prompts=..., completions=..., completion_ids=..., **dataset_columns)``, so anything
+    else (``os.system``, a class, a function of one argument) would fail mid-training or do something else.
+
+    Example:
+
+    >>> import os
+    >>> check_reward_signature(os.system, "os.system")
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: reward_funcs: 'os.system' is not a reward function: TRL calls it as f(completions=..., prompts=..., **columns), so it needs a `completions` parameter and **kwargs (its signature: (command)).
+    """
+    import inspect
+
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None
+    params = signature.parameters if signature is not None else {}
+    completions = params.get("completions")
+    ok = (
+        completions is not None
+        and completions.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    )
+    if not ok or inspect.isclass(func):
+        shown = str(signature) if signature is not None else "unknown"
+        raise UserError(
+            f"reward_funcs: {name!r} is not a reward function: TRL calls it as f(completions=..., prompts=..., "
+            f"**columns), so it needs a `completions` parameter and **kwargs (its signature: {shown})."
+        )
 
 
 def resolve_checkpoint(value: Any, output_dir: str | os.PathLike) -> str | None:

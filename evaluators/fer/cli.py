@@ -30,7 +30,7 @@ from evaluators.fer.report import (
     format_report,
     sample_records,
 )
-from evaluators.io_utils import atomic_write_json, write_jsonl_atomic
+from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_jsonl_atomic
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
 from evaluators.provenance import model_from_inference_meta
 
@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="model recorded in the metrics JSON (default: from unitune infer's .meta.json, if any)",
+    )
+    parser.add_argument(
+        "--allow-torn",
+        action="store_true",
+        help="score a JSONL file whose last line was cut off by an interrupted writer (that line is dropped)",
     )
 
 
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"several FILEs share the output stem {duplicates}; rename them or run them apart.")
     if args.total and "total" in stems:
         raise UserError("a FILE named total(_results).json would clash with --total's total_metrics.json.")
-    loaded_files = [load_results(f, args.dataset) for f in args.files]
+    ensure_output_dir(args.out_dir, "--out-dir")
+    loaded_files = [load_results(f, args.dataset, allow_torn=args.allow_torn) for f in args.files]
     out_dir: Path = args.out_dir
     summary: list[tuple[str, ProtocolScore]] = []
     for stem, loaded in zip(stems, loaded_files, strict=True):

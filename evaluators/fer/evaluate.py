@@ -147,7 +147,13 @@ def load_results_records(records: Sequence[Any], source: str, dataset: str | Non
                 source, index, list(cand_tuple), dataset, dataset,
             )  # fmt: skip
             mismatch_warned = True
-        is_error = bool(item.get("error"))
+        is_error = item.get("error", False)
+        if is_error is None:
+            is_error = False
+        if not isinstance(is_error, bool):
+            raise UserError(
+                f'{source}: item {index} has "error": {is_error!r}, expected true or false (a JSON boolean).'
+            )
         response = item.get("model_response")
         is_bad = not is_error and not isinstance(response, str)
         true_labels.append(true_label)
@@ -166,6 +172,11 @@ def load_results_records(records: Sequence[Any], source: str, dataset: str | Non
                 f"{source}: item {index} has true_label {true_label!r}, not one of {dataset}'s candidates "
                 f"{list(labels)}."
             )
+    if all(errors):
+        raise UserError(
+            f'{source}: all {len(errors)} items are marked as failed inference ("error": true); '
+            "there is no prediction to score."
+        )
     if any(bad):
         logger.warning(
             "%s: %d item(s) without a string `model_response` and no `error` flag; scored as unreadable "
@@ -175,18 +186,21 @@ def load_results_records(records: Sequence[Any], source: str, dataset: str | Non
     return LoadedResults(source, dataset, labels, list(records), true_labels, errors, responses, bad)
 
 
-def load_results(path: str | os.PathLike, dataset: str | None = None) -> LoadedResults:
+def load_results(
+    path: str | os.PathLike, dataset: str | None = None, allow_torn: bool = False
+) -> LoadedResults:
     """Read and validate one results file (JSON list or JSONL).
 
     Args:
         path (`str` or `os.PathLike`): the results file.
         dataset (`str`, *optional*): force the dataset (``rafdb``, ``ferplus``, ``affectnet``, ``sfew``);
             by default it is detected from ``candidate_labels`` (order included).
+        allow_torn (`bool`): drop a cut-off last JSONL line with a warning instead of refusing the file.
 
     Raises:
         UserError: a missing, malformed or empty file, or invalid items (see :func:`load_results_records`).
     """
-    return load_results_records(read_records(path), str(path), dataset)
+    return load_results_records(read_records(path, allow_torn=allow_torn), str(path), dataset)
 
 
 def _score_items(loaded: LoadedResults, protocol: str, *, pooled: bool) -> tuple[list, list, list, list]:

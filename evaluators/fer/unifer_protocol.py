@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evaluators.knowledge.answers import search_answer
 from evaluators.knowledge.fer_labels import UNIFER_ANSWER_RE, UNIFER_SYNONYMS, UNIFER_TOTAL_ANSWER_RE
 
 __all__ = ["RULES", "UNKNOWN", "extract_label_unifer"]
@@ -65,9 +66,9 @@ def extract_label_unifer(
     """
     pattern = UNIFER_TOTAL_ANSWER_RE if pooled else UNIFER_ANSWER_RE[dataset]
     # Rule 1: the first answer span; equality or substring, per candidate, in candidate order.
-    match = pattern.search(response)
-    if match:
-        answer = match.group(1).strip().lower()
+    found = search_answer(pattern, response)  # pattern.search(response).group(1), in linear time
+    if found is not None:
+        answer = found.strip().lower()
         for label in candidate_labels:
             lowered = label.lower()
             if lowered == answer:

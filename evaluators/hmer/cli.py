@@ -38,8 +38,9 @@ from evaluators.hmer.metrics import (
     gc_paused,
 )
 from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
-from evaluators.io_utils import atomic_write_json, atomic_write_text, write_lines_atomic
+from evaluators.io_utils import atomic_write_json, atomic_write_text, ensure_output_dir, write_lines_atomic
 from evaluators.knowledge.latex import EXTRACT_MODES
+from evaluators.outputs import OutputSet
 from evaluators.provenance import model_from_inference_meta, provenance, unitune_version
 
 __all__ = [
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="model recorded in the metrics JSON (default: from unitune infer's .meta.json, if any)",
+    )
+    parser.add_argument(
+        "--allow-torn",
+        action="store_true",
+        help="score a JSONL file whose last line was cut off by an interrupted writer (that line is dropped)",
     )
 
 
@@ -272,34 +278,42 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
         )
 
 
-def markdown_table(rows: list[tuple[str, HmerResult]]) -> str:
+def markdown_table(rows: list[tuple[str, HmerResult]], failed: list[int] | None = None) -> str:
     """One Markdown row per evaluated file (percentages with 2 decimals, rates with 4).
+
+    ``failed`` gives, per row, the records whose inference failed (``"error": true``, e.g. a missing image)
+    or whose prediction is missing; they are scored as wrong and shown in the last column.
 
     Example:
 
     >>> from evaluators.hmer.loaders import HmerSample
     >>> r = evaluate_samples([HmerSample("0", "a b", "a b"), HmerSample("1", "a b", "a c")])
     >>> print(markdown_table([("demo", r)]))
-    | file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER |
-    |---|---|---|---|---|---|---|---|---|---|
-    | demo | 2 | 50.00 | 100.00 | 100.00 | 100.00 | 75.00 | 17.32 | 0.1667 | 0.2500 |
+    | file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER | failed |
+    |---|---|---|---|---|---|---|---|---|---|---|
+    | demo | 2 | 50.00 | 100.00 | 100.00 | 100.00 | 75.00 | 17.32 | 0.1667 | 0.2500 | 0 |
     """
+    failed = failed if failed is not None else [0] * len(rows)
     lines = [
-        "| file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| file | N | ExpRate | ≤1 | ≤2 | ≤3 | EditScore | BLEU-4 | tok-edits/gt-char | CER | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in rows:
+    for (name, r), n_failed in zip(rows, failed, strict=True):
         m = r.metrics
         lines.append(
             f"| {name} | {r.n} | {m['exprate']:.2f} | {m['error_le_1']:.2f} | {m['error_le_2']:.2f} | "
             f"{m['error_le_3']:.2f} | {m['mean_edit_score']:.2f} | {m['bleu4']:.2f} | "
-            f"{m['token_edits_per_gt_char']:.4f} | {m['cer']:.4f} |"
+            f"{m['token_edits_per_gt_char']:.4f} | {m['cer']:.4f} | {n_failed} |"
         )
     return "\n".join(lines)
 
 
+def _failed(loaded: LoadedPredictions) -> int:
+    return sum(loaded.warnings.get(k, 0) for k in ("failed", "null_pred", "non_string_pred"))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every file, write its outputs, print the table. Returns 0.
+    """Evaluate every file, publish its outputs as one set, print the table. Returns 0.
 
     The garbage collector is paused for the whole run (see :func:`~evaluators.hmer.metrics.gc_paused`).
     """
@@ -310,26 +324,33 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UserError(f"--top must be >= 0, got {args.top}.")
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise UserError(f"--out-dir {args.out_dir} exists and is not a folder.")
+    ensure_output_dir(args.out_dir, "--out-dir")
     stems = resolve_stems(list(args.files))
     # Load (and validate) every input first: a bad file 3 must not leave outputs of files 1-2 behind.
-    loaded_files = [load_predictions(path, args.format) for path in args.files]
+    loaded_files = [load_predictions(path, args.format, allow_torn=args.allow_torn) for path in args.files]
     rows: list[tuple[str, HmerResult]] = []
-    for stem, loaded in zip(stems, loaded_files, strict=True):
-        result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
-        analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
-        out = args.out_dir
-        atomic_write_text(out / f"{stem}_results.txt", format_upstream_results(result))
-        atomic_write_json(
-            out / f"{stem}_metrics.json", metrics_document(result, loaded, analysis, args.model)
-        )
-        write_lines_atomic(out / f"{stem}_samples.jsonl", sample_lines(result))
-        if args.plots:
-            plot_analysis(analysis, out / f"{stem}_analysis.png", title=f"{stem} (N={result.n})")
-        logger.info(
-            "%s: N=%d, ExpRate %.2f%% -> %s/%s_*", loaded.path, result.n, result.metrics["exprate"], out, stem
-        )
-        rows.append((stem, result))
-    sys.stdout.write(markdown_table(rows) + "\n")
+    # Every file of this run is staged, then published together: a kill leaves the old set or the new one.
+    with OutputSet(args.out_dir, "eval-hmer") as out:
+        for stem, loaded in zip(stems, loaded_files, strict=True):
+            result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
+            analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
+            atomic_write_text(out.path(f"{stem}_results.txt"), format_upstream_results(result))
+            atomic_write_json(
+                out.path(f"{stem}_metrics.json"), metrics_document(result, loaded, analysis, args.model)
+            )
+            write_lines_atomic(out.path(f"{stem}_samples.jsonl"), sample_lines(result))
+            if args.plots:
+                plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
+            else:
+                out.remove.append(f"{stem}_analysis.png")  # a plot of an earlier run would not match
+            logger.info(
+                "%s: N=%d, ExpRate %.2f%% -> %s/%s_*",
+                loaded.path,
+                result.n,
+                result.metrics["exprate"],
+                args.out_dir,
+                stem,
+            )
+            rows.append((stem, result))
+    sys.stdout.write(markdown_table(rows, [_failed(loaded) for loaded in loaded_files]) + "\n")
     return 0

@@ -99,26 +99,32 @@ def _describe_keys(record: dict) -> str:
     return ", ".join(repr(k) for k in list(record)[:8]) or "none"
 
 
-def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredictions:
+def load_predictions(
+    path: str | os.PathLike, fmt: str = "auto", allow_torn: bool = False
+) -> LoadedPredictions:
     """Load one prediction file.
 
     Args:
         path (`str` or `os.PathLike`): a JSON list or JSONL file.
         fmt (`str`, defaults to ``"auto"``): one of :data:`FORMATS`.
+        allow_torn (`bool`): drop a cut-off last JSONL line with a warning instead of refusing the file.
 
     Returns:
         :class:`LoadedPredictions`. ``warnings`` counts ``null_pred`` / ``non_string_pred`` (scored as
-        empty predictions), ``duplicate_ids`` and, for inference files, ``extra_samples_skipped``.
+        empty predictions), ``failed`` (records marked ``"error": true``, e.g. a missing image in
+        ``unitune infer``; scored as wrong), ``duplicate_ids`` and, for inference files,
+        ``extra_samples_skipped``.
 
     Raises:
         UserError: missing file, malformed JSON, empty file, a record without its label/prediction key,
-            or a label that is not a string.
+            a label that is not a string, an empty label (unlabelled data cannot be scored), an ``error``
+            field that is not a boolean, or no prediction at all (every record failed or empty).
 
     Example:
 
     >>> import json, tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x_pred.json"
-    >>> _ = p.write_text(json.dumps([{"gt": "a + b", "pred": None, "img_id": "1"}]))
+    >>> _ = p.write_text(json.dumps([{"gt": "a + b", "pred": None, "img_id": "1"}, {"gt": "c", "pred": "c", "img_id": "2"}]))
     >>> loaded = load_predictions(p)
     >>> loaded.format, loaded.samples[0], loaded.warnings
     ('upstream', HmerSample(id='1', gt='a + b', pred=''), {'null_pred': 1})
@@ -126,7 +132,7 @@ def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredic
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     path = Path(path)
-    records = read_records(path)
+    records = read_records(path, allow_torn=allow_torn)
     if not records:
         raise UserError(f"{path}: no samples (the file is empty); there is nothing to evaluate.")
     if fmt == "auto":
@@ -168,8 +174,16 @@ def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredic
             raise UserError(
                 f"{path}: record {index} has a {type(gt).__name__} {gt_key!r}, expected the LaTeX label string."
             )
+        failed = record.get("error", False)
+        if not isinstance(failed, bool):
+            raise UserError(
+                f'{path}: record {index} has "error": {failed!r}, expected true or false (a JSON boolean).'
+            )
         pred = record[pred_key]
-        if pred is None:
+        if failed:
+            warnings["failed"] += 1
+            pred = ""
+        elif pred is None:
             warnings["null_pred"] += 1
             pred = ""
         elif not isinstance(pred, str):
@@ -178,6 +192,7 @@ def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredic
         sample_id = record.get(id_key) if id_key else None
         samples.append(HmerSample(id=str(index if sample_id is None else sample_id), gt=gt, pred=pred))
 
+    _refuse_meaningless(path, samples, gt_key, warnings["failed"])
     duplicates = sum(n - 1 for n in Counter(s.id for s in samples).values() if n > 1)
     if duplicates and fmt != "inference":
         warnings["duplicate_ids"] = duplicates
@@ -185,9 +200,31 @@ def load_predictions(path: str | os.PathLike, fmt: str = "auto") -> LoadedPredic
     bad_preds = warnings["null_pred"] + warnings["non_string_pred"]
     if bad_preds:
         notes.append(f"{path}: {bad_preds} null or non-string predictions scored as empty.")
+    if warnings["failed"]:
+        notes.append(
+            f'{path}: {warnings["failed"]} of {len(samples)} records failed upstream ("error": true, e.g. a '
+            "missing image); scored as wrong."
+        )
     for note in notes:
         logger.warning("%s", note)
     return LoadedPredictions(path=path, format=fmt, samples=samples, warnings=dict(+warnings), notes=notes)
+
+
+def _refuse_meaningless(path: Path, samples: list[HmerSample], gt_key: str, failed: int) -> None:
+    """Refuse a file whose score would mean nothing: unlabelled records, or no prediction at all."""
+    n = len(samples)
+    empty_gt = sum(1 for s in samples if not s.gt.strip())
+    if empty_gt:
+        raise UserError(
+            f"{path}: {empty_gt} of {n} records have an empty label {gt_key!r}; unlabelled data cannot be "
+            "scored (evaluate a file whose records all carry their LaTeX label)."
+        )
+    empty_pred = sum(1 for s in samples if not s.pred.strip())
+    if empty_pred == n:
+        raise UserError(
+            f"{path}: all {n} predictions are missing or empty ({failed} marked as failed); "
+            "there is nothing to score."
+        )
 
 
 def _first_samples(path: Path, records: list[dict]) -> tuple[list[tuple[int, dict]], int, int, int]:

@@ -108,6 +108,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--limit", type=int, default=None, help="only the first N records of each file")
     group.add_argument("--overwrite", action="store_true", help="discard earlier results instead of resuming")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument(
+        "--allow-torn",
+        action="store_true",
+        help="accept a JSONL input whose last line was cut off by an interrupted writer (that line is dropped)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +184,7 @@ def settings_from_args(args: argparse.Namespace, model: str | None = None) -> In
         overwrite=args.overwrite,
         backend_options=options,
         progress=not args.no_progress,
+        allow_torn=args.allow_torn,
     )
 
 
@@ -186,10 +192,12 @@ def log_results(results: list[FileResult]) -> None:
     """One log line per input file: counts and where the outputs are."""
     for result in results:
         logger.info(
-            "%s: %d records (%d done earlier, %d generated now, %d missing images) -> %s and %s",
+            "%s: %d records (%d done earlier, %d stale samples redone, %d generated now, %d missing images) "
+            "-> %s and %s",
             result.input,
             result.records,
             result.done_before,
+            result.stale,
             result.generated,
             len(result.missing),
             result.jsonl,

@@ -223,7 +223,10 @@ def resolve_image(image: str, image_root: Path | None, input_dir: Path) -> Path:
 
 
 def load_records(
-    path: str | os.PathLike, image_root: str | os.PathLike | None = None, task: str = "auto"
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    task: str = "auto",
+    allow_torn: bool = False,
 ) -> list[InferenceRecord]:
     """Read an HMER sharegpt file, a FERBench QA file or JSONL of either into records.
 
@@ -231,10 +234,11 @@ def load_records(
     runner resumes by id.
 
     Raises:
-        UserError: a missing or malformed file, an empty file, or a record without a prompt.
+        UserError: a missing or malformed file (a cut-off last JSONL line too, unless ``allow_torn``), an
+            empty file, or a record without a prompt.
     """
     path = Path(path)
-    items = read_records(path)
+    items = read_records(path, allow_torn=allow_torn)
     if not items:
         raise UserError(f"{path}: no records; there is nothing to run.")
     if task == "auto":
@@ -338,7 +342,8 @@ def load_images(paths: list[Path], image_size: int | None = None) -> list[Any]:
     """Open images as RGB, optionally resized to exactly ``image_size``×``image_size``.
 
     Raises:
-        ImageProblem: a file is missing or is not a readable image.
+        ImageProblem: a file is missing, is not a readable image, or is over PIL's decompression-bomb
+            limit (the record is then a listed failure; the run goes on).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -349,7 +354,9 @@ def load_images(paths: list[Path], image_size: int | None = None) -> list[Any]:
         try:
             with Image.open(path) as handle:
                 image = handle.convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
+        except Image.DecompressionBombError as err:
+            raise ImageProblem(f"image too large to decode safely: {path} ({err})") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
             raise ImageProblem(f"image does not decode: {path} ({err})") from None
         if image_size:
             image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)

@@ -18,6 +18,7 @@ For an input ``DIR/<stem>.json`` and ``--out-dir OUT`` the runner writes:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,10 +40,11 @@ from evaluators.inference.prompts import (
     resolve_system_prompt,
 )
 from evaluators.inference.sampling import TASK_PRESETS, Sampling, resolve_sampling
-from evaluators.io_utils import atomic_write_json
+from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_jsonl_atomic
 from evaluators.model_family import model_family
+from evaluators.outputs import output_lock
 
-__all__ = ["FileResult", "InferenceSettings", "export_path", "jsonl_path", "run_inference"]
+__all__ = ["FileResult", "InferenceSettings", "export_path", "jsonl_path", "request_key", "run_inference"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class InferenceSettings:
     overwrite: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    allow_torn: bool = False
 
 
 @dataclass
@@ -85,6 +88,7 @@ class FileResult:
     done_before: int
     generated: int
     missing: list[dict[str, Any]]
+    stale: int = 0
 
     @property
     def complete(self) -> bool:
@@ -141,6 +145,42 @@ def _repair_torn_tail(path: Path) -> None:
     )
 
 
+def request_key(record: InferenceRecord, fingerprint: dict[str, Any]) -> str:
+    """What a finished line must match to be reused: prompt, images (path, size, mtime) and all settings.
+
+    A line written for another input with the same file stem and ids, for a replaced image or under other
+    decoding settings has another key, so it is regenerated instead of exported as if it were this run's.
+    """
+    images = []
+    for path in record.image_paths:
+        try:
+            stat = path.stat()
+            images.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            images.append([str(path), None, None])
+    blob = json.dumps([fingerprint, record.text, images], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def _drop_stale(
+    path: Path, done: dict[tuple[str, int], dict[str, Any]], keys: dict[str, str]
+) -> tuple[dict[tuple[str, int], dict[str, Any]], int]:
+    """Keep the finished lines whose ``key`` equals their record's current key; rewrite the file without the rest."""
+    kept = {k: line for k, line in done.items() if k[0] in keys and line.get("key") == keys[k[0]]}
+    stale = sum(1 for k in done if k[0] in keys and k not in kept)
+    if stale:
+        others = {k: line for k, line in done.items() if k[0] not in keys}  # ids beyond --limit: keep
+        write_jsonl_atomic(path, [*kept.values(), *others.values()])
+        logger.warning(
+            "%s: %d finished sample(s) no longer match their input (prompt, image or settings changed); "
+            "they are generated again.",
+            path,
+            stale,
+        )
+        kept.update(others)
+    return kept, stale
+
+
 def _read_done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if not path.is_file():
@@ -190,8 +230,8 @@ def _check_meta(meta_path: Path, jsonl: Path, fingerprint: dict) -> None:
         )
 
 
-def _line(record: InferenceRecord, sample_index: int, prompt: str, text: str) -> dict[str, Any]:
-    line: dict[str, Any] = {"id": record.id, "sample_index": sample_index, "prompt": prompt}
+def _line(record: InferenceRecord, sample_index: int, prompt: str, text: str, key: str) -> dict[str, Any]:
+    line: dict[str, Any] = {"id": record.id, "sample_index": sample_index, "prompt": prompt, "key": key}
     if record.task == "fer":
         line.update(model_response=text, true_label=record.gt)
     else:
@@ -228,6 +268,10 @@ def _export(
         else:
             pred = line["pred"] if line is not None else ""
             row = {"gt": record.gt or "", "pred": pred, "image_path": image_path, "img_id": record.id}
+            if line is None:
+                row["error"] = (
+                    True  # counted as a failure by `unitune eval hmer`, not read as an empty output
+                )
         rows.append(row)
     atomic_write_json(path, rows, indent=2)
 
@@ -276,14 +320,26 @@ def run_inference(
     """
     backend_factory = backend_factory or make_backend
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     check_model_dir(settings.model)
+    ensure_output_dir(out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
+    # One writer per --out: a second run appending to the same JSONL would duplicate every line.
+    with output_lock(out / ".infer.lock", f"--out {out}"):
+        return _run_locked(inputs, out, settings, backend_factory)
+
+
+def _run_locked(
+    inputs: Sequence[str | os.PathLike],
+    out: Path,
+    settings: InferenceSettings,
+    backend_factory: BackendFactory,
+) -> list[FileResult]:
     system_prompt = resolve_system_prompt(settings.system_prompt, model_family(settings.model))
 
     plans = []
     for raw in inputs:
         path = Path(raw)
-        records = load_records(path, settings.image_root, settings.task)
+        records = load_records(path, settings.image_root, settings.task, allow_torn=settings.allow_torn)
         if settings.limit is not None:
             records = records[: settings.limit]
         task = records[0].task
@@ -304,19 +360,22 @@ def run_inference(
             jsonl.unlink(missing_ok=True)
         _check_meta(meta, jsonl, fingerprint)
         _repair_torn_tail(jsonl)
-        done = _read_done(jsonl)
+        keys = {r.id: request_key(r, fingerprint) for r in records}
+        done, stale = _drop_stale(jsonl, _read_done(jsonl), keys)
         todo = [r for r in records if any((r.id, k) not in done for k in range(sampling.n))]
-        plans.append((path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo))
+        plans.append(
+            (path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo, keys, stale)
+        )
 
     backend = None
     processor = None
-    if any(plan[-1] for plan in plans):
+    if any(plan[9] for plan in plans):
         processor = load_processor(settings.model)
         backend = backend_factory(settings.model, processor, settings)
 
     results = []
-    for path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo in plans:
-        done_before = len({rid for rid, _ in done})
+    for path, records, task, options, sampling, jsonl, meta, fingerprint, done, todo, keys, stale in plans:
+        done_before = len({rid for rid, _ in done if rid in keys})
         atomic_write_json(meta, fingerprint)
         missing: dict[str, str] = {}
         generated = 0
@@ -345,7 +404,9 @@ def run_inference(
                         key = (request.record.id, sample_index)
                         if key in done:
                             continue
-                        line = _line(request.record, sample_index, request.user_text, text)
+                        line = _line(
+                            request.record, sample_index, request.user_text, text, keys[request.record.id]
+                        )
                         done[key] = line
                         lines.append(json.dumps(line, ensure_ascii=False) + "\n")
                 handle.write("".join(lines))
@@ -373,6 +434,6 @@ def run_inference(
         else:
             missing_path.unlink(missing_ok=True)
         results.append(
-            FileResult(path, task, jsonl, target, len(records), done_before, generated, missing_rows)
+            FileResult(path, task, jsonl, target, len(records), done_before, generated, missing_rows, stale)
         )
     return results

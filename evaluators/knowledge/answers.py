@@ -6,13 +6,119 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ANSWER_TAG_RE", "THINK_ANSWER_FORMAT_RE", "completion_text", "extract_answer"]
+__all__ = [
+    "ANSWER_TAG_RE",
+    "THINK_ANSWER_FORMAT_RE",
+    "completion_text",
+    "extract_answer",
+    "is_think_answer_format",
+    "search_answer",
+]
 
 #: A well-formed answer span; tags are matched case-insensitively, content may span lines.
 ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 
 #: UniFER's format: a think block, optional whitespace, an answer block, nothing else.
 THINK_ANSWER_FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+
+
+# Linear-time equivalents of the tag regexes above. The regexes themselves are quadratic on hostile input
+# (every "<answer>" start scans to the end of the text: 128 KB of repeated tags took 33 s), so they document
+# the rule and these functions apply it; tests/test_hostile_inputs.py checks the equivalence on random input.
+_OPEN = re.compile(re.escape("<answer>"))
+_OPEN_I = re.compile(re.escape("<answer>"), re.IGNORECASE)
+_CLOSE = re.compile(re.escape("</answer>"))
+_CLOSE_I = re.compile(re.escape("</answer>"), re.IGNORECASE)
+_NON_SPACE = re.compile(r"\S")
+_THINK_THEN_ANSWER = re.compile(r"</think>\s*<answer>")
+
+
+def _answer_spans(text: str, ignore_case: bool):
+    """Yield ``(start, end)`` of the content of each ``<answer>(.*?)</answer>`` match (DOTALL), left to right."""
+    opener, closer = (_OPEN_I, _CLOSE_I) if ignore_case else (_OPEN, _CLOSE)
+    pos = 0
+    while True:
+        opened = opener.search(text, pos)
+        if opened is None:
+            return
+        closed = closer.search(text, opened.end())
+        if closed is None:
+            return
+        yield opened.end(), closed.start()
+        pos = closed.end()
+
+
+def _padded_first(text: str, ignore_case: bool) -> str | None:
+    """``re.search(r"<answer>\\s*(.*?)\\s*</answer>")`` (no DOTALL) group 1, in linear time.
+
+    From an ``<answer>`` the match ends at the first ``</answer>`` after it, provided the content between
+    them, stripped of surrounding whitespace, holds no newline (``.`` stops at ``\\n``). The newline and
+    the first non-space after it are cached, so a line of many ``<answer>`` tags is scanned once.
+    """
+    opener, closer = (_OPEN_I, _CLOSE_I) if ignore_case else (_OPEN, _CLOSE)
+    pos, close_at, newline, after_newline = 0, -1, -1, -1
+    while True:
+        opened = opener.search(text, pos)
+        if opened is None:
+            return None
+        start = opened.end()
+        if close_at < start:
+            closed = closer.search(text, start)
+            if closed is None:
+                return None
+            close_at = closed.start()
+        first = _NON_SPACE.search(text, start).start()  # close_at is a non-space, so this exists
+        if first == close_at:
+            return ""
+        if not first <= newline < close_at:
+            found = text.find("\n", first, close_at)
+            newline = found if found >= 0 else close_at
+            after_newline = -1
+        if newline == close_at:
+            return text[first:close_at].rstrip()
+        if after_newline < newline:
+            after_newline = _NON_SPACE.search(text, newline).start()
+        if after_newline == close_at:
+            return text[first:newline].rstrip()
+        pos = opened.start() + 1
+
+
+def search_answer(pattern: re.Pattern[str], text: str) -> str | None:
+    """Group 1 of ``pattern.search(text)`` for the answer-tag patterns, in linear time.
+
+    ``<answer>(.*?)</answer>`` (with DOTALL) and ``<answer>\\s*(.*?)\\s*</answer>`` (without), each with or
+    without IGNORECASE, are evaluated by a linear scan; any other pattern falls back to ``pattern.search``.
+
+    Example:
+
+    >>> search_answer(re.compile(r"<answer>\\s*(.*?)\\s*</answer>", re.I), "<ANSWER> sad </answer><answer>x</answer>")
+    'sad'
+    >>> search_answer(re.compile(r"<answer>(.*?)</answer>", re.DOTALL), "<answer>" * 100_000) is None
+    True
+    """
+    ignore_case = bool(pattern.flags & re.IGNORECASE)
+    dotall = bool(pattern.flags & re.DOTALL)
+    if pattern.pattern == r"<answer>(.*?)</answer>" and dotall:
+        span = next(_answer_spans(text, ignore_case), None)
+        return None if span is None else text[span[0] : span[1]]
+    if pattern.pattern == r"<answer>\s*(.*?)\s*</answer>" and not dotall:
+        return _padded_first(text, ignore_case)
+    match = pattern.search(text)
+    return match.group(1) if match else None
+
+
+def is_think_answer_format(text: str) -> bool:
+    r"""``THINK_ANSWER_FORMAT_RE.fullmatch(text)`` in linear time: a think block, spaces, an answer block.
+
+    Example:
+
+    >>> is_think_answer_format("<think>a</think>\n<answer>sad</answer>"), is_think_answer_format("<answer>sad</answer>")
+    (True, False)
+    """
+    if not (text.startswith("<think>") and text.endswith("</answer>")):
+        return False
+    joint = _THINK_THEN_ANSWER.search(text, len("<think>"))
+    return joint is not None and joint.end() <= len(text) - len("</answer>")
 
 
 def extract_answer(text: str | None) -> str | None:
@@ -38,10 +144,12 @@ def extract_answer(text: str | None) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    matches = ANSWER_TAG_RE.findall(text)
-    if not matches:
+    last = None
+    for span in _answer_spans(text, ignore_case=True):
+        last = span
+    if last is None:
         return None
-    return matches[-1].strip().casefold()
+    return text[last[0] : last[1]].strip().casefold()
 
 
 def completion_text(completion: Any) -> str:

@@ -208,4 +208,30 @@ def normalize_latex(latex: str | None) -> str:
     if not isinstance(latex, str):
         return ""
     tokens = [LATEX_ALIASES.get(token, token) for token in _lex_latex(latex)]
+    if _nesting_depth(tokens) > MAX_NORMALIZE_DEPTH:
+        # Degenerate output (a model looping on "^ {"): bracing would recurse past Python's stack. Such a
+        # text is only re-tokenised; no real formula nests this deep, so it still never equals a label.
+        return " ".join(tokens)
     return " ".join(_add_braces(tokens))
+
+
+#: Deeper ``{``/``[`` nesting than this is only re-tokenised by :func:`normalize_latex`, not braced.
+MAX_NORMALIZE_DEPTH = 200
+
+
+def _nesting_depth(tokens: list[str]) -> int:
+    """The deepest ``{``/``[`` nesting of ``tokens`` (unbalanced closers are ignored).
+
+    Example:
+
+    >>> _nesting_depth(["a", "{", "[", "b", "]", "}", "{"])
+    2
+    """
+    depth = deepest = 0
+    for token in tokens:
+        if token in ("{", "["):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("}", "]") and depth:
+            depth -= 1
+    return deepest

@@ -23,7 +23,8 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evaluators.errors import UserError
-from evaluators.io_utils import rejected_path, temp_sibling
+from evaluators.io_utils import ensure_output_dir, rejected_path, temp_sibling
+from evaluators.outputs import OutputSet
 from llamafactory_ext.media import media_path_for
 
 from .edl import correction_log, mark_errors
@@ -449,38 +450,54 @@ def build_file(
         predictions = tqdm(predictions, desc=f"{task} predictions", unit="pred", disable=not progress)
     else:
         samples = tqdm(samples, desc=task, unit="rec", disable=not progress)
-    writer = _JsonListWriter(output_path)
-    side = _AtomicLines(rejected_path(output_path))
-    try:
-        for record, rejected in iter_build(
-            samples,
-            task,
-            predictions=predictions,
-            image_root=image_root,
-            check_images=check_images,
-            absolute_images=absolute_images,
-            media_dir=dataset_dir if media_dir is None else media_dir,
-            stats=stats,
-        ):
-            if record is not None:
-                writer.write(record)
-                continue
-            if strict:
-                raise UserError(
-                    f"{input_path}: record {rejected['index']} (id {rejected['id']!r}) rejected: "
-                    f"{rejected['reason']} (--strict)."
+    output_path = Path(output_path)
+    if output_path.is_dir():
+        raise UserError(
+            f"OUTPUT {output_path}: is a folder; give the JSON file to write, e.g. {output_path}/data.json."
+        )
+    ensure_output_dir(output_path.parent, "OUTPUT's folder")
+    # The dataset and its rejected list are one set: staged, then published together (old or new, never mixed).
+    with OutputSet(output_path.parent, output_path.name) as out:
+        writer = _JsonListWriter(out.path(output_path.name))
+        side = _AtomicLines(out.path(rejected_path(output_path).name))
+        try:
+            for record, rejected in iter_build(
+                samples,
+                task,
+                predictions=predictions,
+                image_root=image_root,
+                check_images=check_images,
+                absolute_images=absolute_images,
+                media_dir=dataset_dir if media_dir is None else media_dir,
+                stats=stats,
+            ):
+                if record is not None:
+                    writer.write(record)
+                    continue
+                if strict:
+                    raise UserError(
+                        f"{input_path}: record {rejected['index']} (id {rejected['id']!r}) rejected: "
+                        f"{rejected['reason']} (--strict)."
+                    )
+                side.handle.write(json.dumps(rejected, ensure_ascii=False) + "\n")
+            if stats.written == 0 and stats.rejected == 0:
+                dropped = stats.dropped_correct + stats.dropped_duplicate
+                why = (
+                    f"all {dropped} predictions were correct or duplicates"
+                    if dropped
+                    else "the input holds no records"
                 )
-            side.handle.write(json.dumps(rejected, ensure_ascii=False) + "\n")
-    except BaseException:
-        writer.abort()
-        side.abort()
-        raise
-    writer.commit()
-    if stats.rejected:
-        side.commit()
-    else:
-        side.abort()
-        rejected_path(output_path).unlink(missing_ok=True)
+                raise UserError(f"{input_path}: nothing to build ({why}); {output_path} left as it was.")
+        except BaseException:
+            writer.abort()
+            side.abort()
+            raise
+        writer.commit()
+        if stats.rejected:
+            side.commit()
+        else:
+            side.abort()
+            out.remove.append(rejected_path(output_path).name)
     logger.info("%s -> %s", stats.summary(task), output_path)
     if stats.rejected:
         logger.warning("%d rejected records listed in %s", stats.rejected, rejected_path(output_path))

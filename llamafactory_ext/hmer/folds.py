@@ -44,7 +44,7 @@ PROJECT_RECIPE = "recipes/unimumer_crohme.yaml"
 DEFAULT_RECIPE: dict[str, Any] = {
     "model_name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct",
     "image_max_pixels": 262144,
-    "trust_remote_code": True,
+    "trust_remote_code": False,
     "stage": "sft",
     "do_train": True,
     "finetuning_type": "full",
@@ -245,7 +245,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--base-recipe {path}: no such file.")
         path = None  # the project recipe is optional: fall back to DEFAULT_RECIPE
     if path is not None:
-        base = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            base = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            problem = " ".join(str(err).split())
+            raise UserError(f"--base-recipe {path}: not plain YAML ({problem}).") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--base-recipe {path}: not UTF-8 text.") from None
         if not isinstance(base, dict):
             raise UserError(f"--base-recipe {path}: expected a YAML mapping.")
         logger.info("fold recipes start from %s", path)

@@ -17,7 +17,6 @@ Image paths: sharegpt / flat paths are **kept as given** (LLaMA-Factory resolves
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.errors import UserError
+from evaluators.io_utils import iter_jsonl
 from evaluators.json_stream import iter_json_array
 
 __all__ = [
@@ -128,24 +128,17 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         UserError: the file is missing or malformed (file and line named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a JSON or JSONL file.")
     if not path.is_file():
         raise UserError(f"{path}: no such file.")
-    with path.open(encoding="utf-8") as handle:
-        head = handle.read(4096).lstrip()
+    with path.open("rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if head.startswith("["):  # a JSON list is streamed item by item too (memory flat at any size)
         yield from enumerate(iter_json_array(path))
         return
-    index = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}).") from None
-            yield index, obj
-            index += 1
+    # JSONL is streamed; non-UTF-8, bad JSON, absurd nesting or a cut-off last line are one-line errors.
+    yield from enumerate(iter_jsonl(path))
 
 
 def _default_image_dir(caption: Path) -> Path:
@@ -182,8 +175,15 @@ def iter_caption(path: str | os.PathLike, image_dir: str | os.PathLike | None = 
                 if ext.lower() in IMAGE_EXTENSIONS:
                     by_stem.setdefault(stem, entry.name)
     index = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"{path}: line {number} is not UTF-8 text (byte offset {err.start} in the line); "
+                    "convert the file to UTF-8."
+                ) from None
             if not line.strip():
                 continue
             parts = line.strip().split(None, 1)

@@ -1,0 +1,235 @@
+"""Output sets published together, and a lock against two writers on one output.
+
+A command that writes several files that belong together (``eval hmer``: ``<stem>_results.txt``,
+``_metrics.json``, ``_samples.jsonl``; ``data hmer``: the dataset and its ``.rejected.jsonl``) stages them
+in a hidden folder beside their destination, then commits: it writes a manifest (one atomic rename) and
+moves the files into place. A kill before the manifest leaves the old set untouched; a kill after it is
+rolled forward by :func:`recover_output_sets`, which every writer runs first. So once the next command
+has started (or :func:`recover_output_sets` has run) a folder holds either the whole old set or the whole
+new one, and no staging leftovers.
+
+Example:
+
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> with OutputSet(folder, "demo") as out:
+...     _ = out.path("a.txt").write_text("new a")
+...     _ = out.path("b.txt").write_text("new b")
+>>> sorted(p.name for p in folder.iterdir())
+['a.txt', 'b.txt']
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from evaluators.errors import UserError
+
+__all__ = ["STAGING_PREFIX", "OutputSet", "output_lock", "recover_output_sets"]
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of the hidden staging folders (``.unitune-staging-XXXX``) that :class:`OutputSet` creates.
+STAGING_PREFIX = ".unitune-staging-"
+_MANIFEST = "MANIFEST.json"
+_OWNER = ".owner.lock"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """Open ``path`` and take an exclusive non-blocking lock; ``None`` when another process holds it."""
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a hidden lock file) while the block runs.
+
+    Raises:
+        UserError: another process holds it (its pid is named); ``what`` says what is being written.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> lock = pathlib.Path(tempfile.mkdtemp()) / ".x.lock"
+    >>> with output_lock(lock, "--out x"):
+    ...     with output_lock(lock, "--out x"):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: --out x: another unitune process (pid ...) is writing there now; wait for it to finish or choose another output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = _try_lock(path)
+        if handle is None:
+            break
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()  # the holder removed the file between our open and our lock: take the new one
+    if handle is None:
+        try:
+            pid = path.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            pid = "?"
+        raise UserError(
+            f"{what}: another unitune process (pid {pid}) is writing there now; wait for it to finish or "
+            "choose another output."
+        )
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held, so no process can lock the removed file
+        handle.close()
+
+
+def _roll_forward(staging: Path) -> None:
+    manifest = json.loads((staging / _MANIFEST).read_text(encoding="utf-8"))
+    folder = staging.parent
+    for name in manifest["files"]:
+        source = staging / name
+        if source.exists():
+            os.replace(source, folder / name)
+    for name in manifest["remove"]:
+        (folder / name).unlink(missing_ok=True)
+    _fsync_dir(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_output_sets(folder: str | os.PathLike) -> None:
+    """Finish or discard what killed writers left in ``folder``: committed sets are published, others removed.
+
+    Staging folders still owned by a live process are left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for staging in folder.glob(f"{STAGING_PREFIX}*"):
+        if not staging.is_dir():
+            continue
+        owner = _try_lock(staging / _OWNER) if (staging / _OWNER).exists() else None
+        if (staging / _OWNER).exists() and owner is None:
+            continue  # a live writer
+        try:
+            manifest_ok = False
+            if (staging / _MANIFEST).is_file():
+                try:
+                    json.loads((staging / _MANIFEST).read_text(encoding="utf-8"))
+                    manifest_ok = True
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    manifest_ok = False
+            if manifest_ok:
+                logger.warning("%s: finishing the publication of a run that was interrupted.", folder)
+                _roll_forward(staging)
+            else:
+                logger.warning(
+                    "%s: removing the unfinished outputs of an interrupted run (%s).", folder, staging.name
+                )
+                shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            if owner is not None:
+                owner.close()
+
+
+class OutputSet:
+    """Stage files in ``folder`` and publish them together (see the module docstring).
+
+    Use as a context manager: on a normal exit the set is committed, on an exception it is discarded.
+    ``lock_name`` names the hidden lock file (``folder/.<lock_name>.lock``) that keeps a second writer of
+    the same output out.
+
+    Args:
+        folder (`str` or `os.PathLike`): where the files end up (created if needed).
+        lock_name (`str`): what this set is, e.g. ``"eval-hmer"`` or the output file's name.
+    """
+
+    def __init__(self, folder: str | os.PathLike, lock_name: str) -> None:
+        self.folder = Path(folder)
+        self.lock_name = lock_name
+        self.remove: list[str] = []
+        self.staging: Path | None = None
+        self._owner: IO[str] | None = None
+        self._lock = None
+
+    def __enter__(self) -> OutputSet:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = output_lock(self.folder / f".{self.lock_name}.lock", str(self.folder / self.lock_name))
+        self._lock.__enter__()
+        try:
+            recover_output_sets(self.folder)
+            self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
+            self._owner = _try_lock(self.staging / _OWNER)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write the file that will be published as ``folder/name``."""
+        if self.staging is None:
+            raise RuntimeError("OutputSet.path() outside the `with` block")
+        if "/" in name or name.startswith(".") or name in (_MANIFEST,):
+            raise ValueError(f"OutputSet: {name!r} must be a plain file name")
+        return self.staging / name
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.staging is not None and self._lock is not None
+        try:
+            if exc_type is None:
+                self._commit()
+            else:
+                shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            if self._owner is not None:
+                self._owner.close()
+            self._lock.__exit__(None, None, None)
+
+    def _commit(self) -> None:
+        assert self.staging is not None
+        names = sorted(p.name for p in self.staging.iterdir() if p.name not in (_OWNER, _MANIFEST))
+        for name in names:
+            fd = os.open(self.staging / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        remove = sorted(set(self.remove) - set(names))
+        tmp = self.staging / ".manifest.tmp"
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump({"files": names, "remove": remove}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.staging / _MANIFEST)
+        _fsync_dir(self.staging)
+        _roll_forward(self.staging)

@@ -1,0 +1,186 @@
+"""Kill ``eval hmer`` and ``data hmer`` at 10 points of their writes: the output set is the old one or the new one.
+
+The command runs in a forked child that dies with ``os._exit`` (no ``finally``, no flush: what ``kill -9``
+leaves) at the k-th file-system step (``os.replace``, ``os.fsync``, ``os.unlink``, ``os.mkdir``,
+``os.rmdir``). Then :func:`evaluators.outputs.recover_output_sets` runs, as every writer does first, and
+the folder must hold exactly the old set or exactly the new one, with no staging leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import llamafactory_ext.hmer.cli  # noqa: F401  (imported once here, not in every forked child)
+from evaluators.cli import main as unitune
+from evaluators.hmer.loaders import HmerSample
+from evaluators.hmer.metrics import evaluate_samples
+from evaluators.outputs import STAGING_PREFIX, recover_output_sets
+
+_STEPS = ("replace", "fsync", "unlink", "mkdir", "rmdir")
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
+
+
+def _run_child(argv: list[str], kill_at: int | None) -> int:
+    """Run ``unitune argv`` in a forked child killed at step ``kill_at``; return the number of steps it took."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        count = [0]
+
+        def counted(real):
+            def step(*args, **kwargs):
+                count[0] += 1
+                if count[0] == kill_at:
+                    os._exit(137)
+                return real(*args, **kwargs)
+
+            return step
+
+        for name in _STEPS:
+            setattr(os, name, counted(getattr(os, name)))
+        status = unitune(argv)
+        os.write(write_fd, json.dumps([status, count[0]]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        report = pipe.read()
+    _, wait_status = os.waitpid(pid, 0)
+    if kill_at is None:
+        status, steps = json.loads(report)
+        assert status == 0 and os.waitstatus_to_exitcode(wait_status) == 0
+        return steps
+    return -1
+
+
+# Warm the lazy imports of the scorer (NLTK's BLEU) in the parent, so that each child only does the work.
+evaluate_samples([HmerSample("0", "a", "a")])
+
+
+def _kill_points(steps: int) -> list[int]:
+    """10 distinct steps spread over the run (first and last included)."""
+    assert steps >= 10, steps
+    return sorted({1 + round(i * (steps - 1) / 9) for i in range(10)})
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+
+def _kill_test(folder: Path, old_run: list[str], new_run: list[str], classify) -> list[str]:
+    """Return the outcome ("old"/"new") at each kill point; assert the set is never mixed."""
+    assert _run_child(old_run, None) > 0
+    old = _snapshot(folder)
+    keep = folder.with_name(folder.name + "_old")
+    shutil.copytree(folder, keep)
+    steps = _run_child(new_run, None)
+    new = _snapshot(folder)
+    assert classify(old) == "old" and classify(new) == "new"
+    outcomes = []
+    for kill_at in _kill_points(steps):
+        shutil.rmtree(folder)
+        shutil.copytree(keep, folder)
+        _run_child(new_run, kill_at)
+        recover_output_sets(folder)
+        assert not list(folder.glob(f"{STAGING_PREFIX}*")), kill_at
+        state = _snapshot(folder)
+        outcome = classify(state)
+        assert outcome in ("old", "new"), (kill_at, outcome)
+        if outcome == "old":
+            assert state == old, kill_at  # untouched, byte for byte
+        outcomes.append(outcome)
+    logging.getLogger(__name__).info("steps %d, kill points %s: %s", steps, _kill_points(steps), outcomes)
+    return outcomes
+
+
+def _hmer_preds(path: Path, n: int) -> Path:
+    rows = [{"gt": f"x ^ {{ {i} }}", "pred": "x ^ { 0 }", "img_id": str(i)} for i in range(n)]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def test_eval_hmer_killed_at_10_points_leaves_old_or_new_set(tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old_in = _hmer_preds(tmp_path / "a" / "set_pred.json", 2)  # ExpRate 50.00
+    new_in = _hmer_preds(tmp_path / "b" / "set_pred.json", 3)  # ExpRate 33.33
+
+    def classify(files: dict[str, bytes]) -> str:
+        names = {"set_results.txt", "set_metrics.json", "set_samples.jsonl"}
+        if set(files) != names:
+            return f"incomplete: {sorted(files)}"
+        sizes = {
+            json.loads(files["set_metrics.json"])["N"],
+            files["set_samples.jsonl"].count(b"\n"),
+            _results_n(files),
+        }
+        return {frozenset({2}): "old", frozenset({3}): "new"}.get(frozenset(sizes), f"mixed {sizes}")
+
+    outcomes = _kill_test(
+        out,
+        ["eval", "hmer", str(old_in), "--out-dir", str(out)],
+        ["eval", "hmer", str(new_in), "--out-dir", str(out)],
+        classify,
+    )
+    assert "old" in outcomes and "new" in outcomes  # the kill points span the publication
+
+
+def _results_n(files: dict[str, bytes]) -> int:
+    """N from upstream's results.txt: 1 of 3 correct is ExpRate 33.33, 1 of 2 is 50.00."""
+    text = files["set_results.txt"].decode()
+    return 3 if "33.33" in text else 2 if "50.00" in text else -1
+
+
+def _sharegpt(folder: Path, labels: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    records = []
+    for i, label in enumerate(labels):
+        Image.new("RGB", (16, 8), (255, 255, 255)).save(folder / f"h{i}.png")
+        records.append(
+            {
+                "images": [f"h{i}.png"],
+                "messages": [{"from": "human", "value": "<image>Read it."}, {"from": "gpt", "value": label}],
+            }
+        )
+    path = folder / "in.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def test_data_hmer_killed_at_10_points_leaves_old_or_new_set(tmp_path):
+    out_dir = tmp_path / "data"
+    output = out_dir / "train_tree.json"
+    old_in = _sharegpt(tmp_path / "a", ["x ^ { 2 }", "y", "x ^ 2"])  # the bare `^ 2` is rejected
+    new_in = _sharegpt(tmp_path / "b", ["a", "b", "c"])
+
+    def classify(files: dict[str, bytes]) -> str:
+        if "train_tree.json" not in files:
+            return "incomplete"
+        n = len(json.loads(files["train_tree.json"]))
+        rejected = "train_tree.rejected.jsonl" in files
+        if (n, rejected) == (2, True):
+            return "old"
+        if (n, rejected) == (3, False):
+            return "new"
+        return f"mixed: {n} records, rejected file {rejected}"
+
+    common = ["data", "hmer", "--task", "tree", "--no-progress"]
+    outcomes = _kill_test(
+        out_dir,
+        [*common, str(old_in), str(output)],
+        [*common, str(new_in), str(output)],
+        classify,
+    )
+    assert "old" in outcomes and "new" in outcomes

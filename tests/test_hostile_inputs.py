@@ -600,7 +600,7 @@ def _cases() -> list[Case]:
                 str(t / "o"),
             ],
             2,
-            r"all 2 predictions are missing or empty \(1 marked as failed\)",
+            r"all 2 predictions are missing \(1 marked as failed",
         ),
         Case(
             "all-failed-eval-fer",

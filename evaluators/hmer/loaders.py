@@ -118,7 +118,7 @@ def load_predictions(
     Raises:
         UserError: missing file, malformed JSON, empty file, a record without its label/prediction key,
             a label that is not a string, an empty label (unlabelled data cannot be scored), an ``error``
-            field that is not a boolean, or no prediction at all (every record failed or empty).
+            field that is not a boolean, or no prediction at all (every record failed, null or non-string).
 
     Example:
 
@@ -192,7 +192,7 @@ def load_predictions(
         sample_id = record.get(id_key) if id_key else None
         samples.append(HmerSample(id=str(index if sample_id is None else sample_id), gt=gt, pred=pred))
 
-    _refuse_meaningless(path, samples, gt_key, warnings["failed"])
+    _refuse_meaningless(path, samples, gt_key, warnings)
     duplicates = sum(n - 1 for n in Counter(s.id for s in samples).values() if n > 1)
     if duplicates and fmt != "inference":
         warnings["duplicate_ids"] = duplicates
@@ -210,8 +210,12 @@ def load_predictions(
     return LoadedPredictions(path=path, format=fmt, samples=samples, warnings=dict(+warnings), notes=notes)
 
 
-def _refuse_meaningless(path: Path, samples: list[HmerSample], gt_key: str, failed: int) -> None:
-    """Refuse a file whose score would mean nothing: unlabelled records, or no prediction at all."""
+def _refuse_meaningless(path: Path, samples: list[HmerSample], gt_key: str, warnings: Counter[str]) -> None:
+    """Refuse a file whose score would mean nothing: unlabelled records, or no prediction at all.
+
+    An empty *output* of the model is a prediction (it scores 0); a *missing* one is a failed inference
+    (``"error": true``, ``null`` or a non-string): a file with only missing predictions measures nothing.
+    """
     n = len(samples)
     empty_gt = sum(1 for s in samples if not s.gt.strip())
     if empty_gt:
@@ -219,11 +223,11 @@ def _refuse_meaningless(path: Path, samples: list[HmerSample], gt_key: str, fail
             f"{path}: {empty_gt} of {n} records have an empty label {gt_key!r}; unlabelled data cannot be "
             "scored (evaluate a file whose records all carry their LaTeX label)."
         )
-    empty_pred = sum(1 for s in samples if not s.pred.strip())
-    if empty_pred == n:
+    missing = warnings["failed"] + warnings["null_pred"] + warnings["non_string_pred"]
+    if missing == n:
         raise UserError(
-            f"{path}: all {n} predictions are missing or empty ({failed} marked as failed); "
-            "there is nothing to score."
+            f"{path}: all {n} predictions are missing ({warnings['failed']} marked as failed, e.g. missing "
+            "images); there is nothing to score."
         )
 
 

@@ -222,3 +222,41 @@ def test_eval_all_report_is_markdown():
     report = markdown_report("RAF-DB: unitune eval fer", text)
     assert report.startswith("# RAF-DB: unitune eval fer\n\n```text\n== rafdb")
     assert "```\n\n| file | acc |\n|---|---|\n| r | 0.5 |\n" in report
+
+
+def test_grpo_recipe_on_this_machine_names_the_overrides_in_one_line():
+    """`make grpo-fer` on a machine without a GPU: one line naming each override, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "trl_grpo.train", "--config", "recipes/unifer_grpo.yaml"],
+        cwd=repo, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the recipe may run as written")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1
+    assert "grpo.bf16=false" in errors[0] and "grpo.deepspeed=null" in errors[0] and "--smoke" in errors[0]
+
+
+def test_preflight_names_missing_engines():
+    from trl_grpo.preflight import machine_problems
+
+    cfg = {
+        "grpo": {"deepspeed": "ds.json", "use_vllm": True, "bf16": False},
+        "model": {"attn_implementation": "flash_attention_2"},
+    }
+    problems = machine_problems(cfg, installed=lambda m: False, cuda=lambda: True, bf16_gpu=lambda: True)
+    assert [p.rsplit(": pass ", 1)[1] for p in problems] == [
+        "grpo.deepspeed=null",
+        "grpo.use_vllm=false",
+        "model.attn_implementation=sdpa",
+    ]
+    assert machine_problems(cfg, installed=lambda m: True, cuda=lambda: True, bf16_gpu=lambda: True) == []

@@ -93,6 +93,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "fer": "llamafactory_ext.demo_data.fer",
     },
     "demo": "llamafactory_ext.demo",
+    "recipes": "llamafactory_ext.assets",
 }
 
 

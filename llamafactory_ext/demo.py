@@ -65,11 +65,14 @@ class StepResult:
 
 
 def _recipe(name: str) -> Path:
-    for base in (_REPO_ROOT, Path.cwd()):
-        path = base / "recipes" / name
-        if path.is_file():
-            return path
-    raise UserError(f"recipes/{name} not found; run `unitune demo` from the repository root.")
+    from llamafactory_ext.assets import asset_path
+
+    path = asset_path(f"recipes/{name}")
+    if path is None or not path.is_file():
+        raise UserError(
+            f"recipes/{name} is not installed with unitune; reinstall it (`unitune recipes` lists them)."
+        )
+    return path
 
 
 def _llamafactory_cli() -> str | None:

@@ -198,6 +198,7 @@ def test_hmer_folds_recipe_trains_with_llamafactory(tiny_model_dir, tmp_path, mo
 
 @pytest.mark.slow
 def test_fer_rlvr_output_trains_one_grpo_step_from_another_directory(tmp_path, monkeypatch):
+    """Also the --smoke run from any directory: recipes/unifer_grpo.yaml is the shipped recipe."""
     data = _user_data(tmp_path / "raw")
     monkeypatch.chdir(data)
     assert (
@@ -207,7 +208,7 @@ def test_fer_rlvr_output_trains_one_grpo_step_from_another_directory(tmp_path, m
     run.mkdir()
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "trl_grpo.train", "--config", str(REPO / "recipes" / "unifer_grpo.yaml"), "--smoke",
+        [sys.executable, "-m", "trl_grpo.train", "--config", "recipes/unifer_grpo.yaml", "--smoke",
          "--synthetic_data", "false", "--dataset_name", str(tmp_path / "grpo"), "--max_steps", "1",
          "--output_dir", str(out)],
         cwd=run, capture_output=True, text=True, check=False, timeout=600,

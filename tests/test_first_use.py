@@ -260,3 +260,23 @@ def test_preflight_names_missing_engines():
         "model.attn_implementation=sdpa",
     ]
     assert machine_problems(cfg, installed=lambda m: True, cuda=lambda: True, bf16_gpu=lambda: True) == []
+
+
+def test_unitune_recipes_lists_and_copies_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes"]) == 0
+    listing = capsys.readouterr().out
+    assert "unifer_grpo.yaml" in listing and "deepspeed/ds_z3.json" in listing and "dataset_info/" in listing
+    assert main(["recipes", "--copy", "mine"]) == 0
+    assert (tmp_path / "mine" / "recipes" / "unimumer_qlora.yaml").is_file()
+    assert (tmp_path / "mine" / "dataset_info" / "dataset_info.json").is_file()
+    assert main(["recipes", "--copy", "mine"]) == 2  # refuses to overwrite
+    assert main(["recipes", "--copy", "mine", "--force"]) == 0
+
+
+def test_grpo_config_resolves_shipped_recipes_from_any_directory(tmp_path, monkeypatch):
+    from trl_grpo.train import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config("recipes/unifer_grpo.yaml", smoke=True)
+    assert cfg["model"]["tiny"] is True and cfg["grpo"]["deepspeed"] is None

@@ -66,3 +66,60 @@ def test_make_install_installs_the_engines_the_default_recipes_name(target):
     body = re.search(r"^\$\(STAMP\):.*?(?=^\S)", makefile, re.S | re.M).group(0)
     assert "deepspeed" in body  # unimumer_full / unifer_sft / unifer_grpo name a DeepSpeed config
     assert "--constraint constraints.txt" in body
+
+
+def test_every_package_is_listed():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts)
+        for root in ("evaluators", "llamafactory_ext", "trl_grpo")
+        for init in (REPO_ROOT / root).rglob("__init__.py")
+    }
+    assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages"
+
+
+def test_the_wheel_ships_recipes_and_dataset_info_and_finds_them(tmp_path):
+    """A plain (non-editable) install works outside the checkout: recipes and dataset_info are inside."""
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    for name in files:
+        if (REPO_ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((REPO_ROOT / name).read_bytes())
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=src, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("unitune-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for recipe in (REPO_ROOT / "recipes").rglob("*"):
+        if recipe.is_file():
+            assert f"llamafactory_ext/{recipe.relative_to(REPO_ROOT).as_posix()}" in names
+    assert "llamafactory_ext/dataset_info/dataset_info.json" in names
+    assert "evaluators/suites/all.yaml" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = (
+        "from llamafactory_ext.assets import asset_path, find_existing; "
+        "print(asset_path('recipes/unifer_grpo.yaml')); print(find_existing('recipes/deepspeed/ds_z3.json'))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.split() == [
+        str(site / "llamafactory_ext" / "recipes" / "unifer_grpo.yaml"),
+        str(site / "llamafactory_ext" / "recipes" / "deepspeed" / "ds_z3.json"),
+    ]

@@ -243,23 +243,28 @@ def test_grpo_recipe_on_this_machine_names_the_overrides_in_one_line():
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1
-    assert "grpo.bf16=false" in errors[0] and "grpo.deepspeed=null" in errors[0] and "--smoke" in errors[0]
+    assert "--bf16 false" in errors[0] and "--deepspeed None" in errors[0] and "--smoke" in errors[0]
 
 
 def test_preflight_names_missing_engines():
-    from trl_grpo.preflight import machine_problems
+    from trl_grpo.preflight import effective_fields, machine_problems
 
-    cfg = {
-        "grpo": {"deepspeed": "ds.json", "use_vllm": True, "bf16": False},
-        "model": {"attn_implementation": "flash_attention_2"},
+    recipe = {
+        "deepspeed": "ds.json",
+        "use_vllm": True,
+        "bf16": True,
+        "attn_implementation": "flash_attention_2",
     }
-    problems = machine_problems(cfg, installed=lambda m: False, cuda=lambda: True, bf16_gpu=lambda: True)
+    fields = effective_fields(recipe, ["--bf16", "false"])
+    problems = machine_problems(fields, installed=lambda m: False, cuda=lambda: True, bf16_gpu=lambda: True)
     assert [p.rsplit(": pass ", 1)[1] for p in problems] == [
-        "grpo.deepspeed=null",
-        "grpo.use_vllm=false",
-        "model.attn_implementation=sdpa",
+        "--deepspeed None",
+        "--use_vllm false",
+        "--attn_implementation sdpa",
     ]
-    assert machine_problems(cfg, installed=lambda m: True, cuda=lambda: True, bf16_gpu=lambda: True) == []
+    assert machine_problems(fields, installed=lambda m: True, cuda=lambda: True, bf16_gpu=lambda: True) == []
+    smoke_like = effective_fields(recipe, ["--deepspeed", "None", "--use_vllm", "false", "--bf16", "false"])
+    assert machine_problems({**smoke_like, "attn_implementation": "sdpa"}, installed=lambda m: False) == []
 
 
 def test_unitune_recipes_lists_and_copies_from_any_directory(tmp_path, monkeypatch, capsys):
@@ -275,8 +280,10 @@ def test_unitune_recipes_lists_and_copies_from_any_directory(tmp_path, monkeypat
 
 
 def test_grpo_config_resolves_shipped_recipes_from_any_directory(tmp_path, monkeypatch):
-    from trl_grpo.train import resolve_config
+    from trl_grpo.train import parse_args
 
     monkeypatch.chdir(tmp_path)
-    cfg = resolve_config("recipes/unifer_grpo.yaml", smoke=True)
-    assert cfg["model"]["tiny"] is True and cfg["grpo"]["deepspeed"] is None
+    script_args, training_args, _, _ = parse_args(["--config", "recipes/unifer_grpo.yaml", "--smoke"])
+    assert (
+        script_args.tiny_model is True and training_args.use_cpu is True and training_args.deepspeed is None
+    )

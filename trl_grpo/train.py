@@ -200,13 +200,18 @@ def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _config_path(argv: Sequence[str]) -> Path | None:
+def _config_path(argv: list[str]) -> Path | None:
+    """The ``--config`` recipe; ``recipes/...`` falls back to the shipped recipes (``argv`` is updated)."""
+    from llamafactory_ext.assets import find_existing
+
     if "--config" not in argv:
         return None
-    index = list(argv).index("--config")
+    index = argv.index("--config")
     if index + 1 >= len(argv):
         raise UserError("--config: expected a recipe path after it.")
-    return Path(argv[index + 1])
+    path = find_existing(argv[index + 1])
+    argv[index + 1] = str(path)
+    return path
 
 
 def _read_recipe(path: Path) -> dict[str, Any]:
@@ -248,11 +253,25 @@ def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
             f"override {legacy[0]!r}: dotted overrides are gone; use TRL's form --{key.split('.')[1]} {value}."
         )
     config = _config_path(argv)
-    if config is not None:
-        _read_recipe(config)
+    recipe = _read_recipe(config) if config is not None else {}
     if smoke:
         stem = config.stem if config is not None else "grpo"
         argv = [*SMOKE_ARGS, "--output_dir", f"saves/smoke/{stem}", *argv]
+    from trl_grpo.preflight import effective_fields, machine_problems
+
+    fields = effective_fields(recipe, argv)
+    problems = machine_problems(fields)
+    if any(
+        p.startswith(("bf16:", "deepspeed:")) for p in problems
+    ):  # transformers fails on these while parsing
+        raise UserError("; ".join(problems) + " (or run the CPU smoke test: --smoke).")
+    deepspeed = fields.get("deepspeed")
+    if isinstance(deepspeed, str) and deepspeed not in ("None", "null") and not Path(deepspeed).exists():
+        from llamafactory_ext.assets import asset_path
+
+        shipped = asset_path(deepspeed)  # recipes/deepspeed/*.json from any working directory
+        if shipped is not None:
+            argv = [*argv, "--deepspeed", str(shipped)]
     try:
         *parsed, remaining = make_parser().parse_args_and_config(argv, return_remaining_strings=True)
     except ValueError as err:  # TRL's / transformers' own validation (__post_init__)
@@ -653,7 +672,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m trl_grpo.train``; returns the exit status (2 for a user error)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        train(*parse_args(sys.argv[1:] if argv is None else argv))
+        parsed = parse_args(sys.argv[1:] if argv is None else argv)
+        from trl_grpo.preflight import check_machine
+
+        _, training_args, model_args, _ = parsed
+        check_machine(  # one line naming every override (vLLM, flash-attn) before any model is loaded
+            {
+                "deepspeed": training_args.deepspeed,
+                "bf16": training_args.bf16,
+                "use_cpu": training_args.use_cpu,
+                "use_vllm": training_args.use_vllm,
+                "attn_implementation": model_args.attn_implementation,
+            }
+        )
+        train(*parsed)
     except UserError as err:
         logger.error("%s", err)
         return 2

@@ -69,6 +69,8 @@ class ModelFamily:
         merge_size (`int`): spatial merge of the vision tower.
         image_token (`str`), video_token (`str`): the pad tokens the processor expands per image / video.
         stop (`tuple[str, ...]`): end-of-turn and end-of-text strings generation stops at.
+        projector_prefixes (`tuple[str, ...]`): parameter-name prefixes, inside the ``visual`` module, of the
+            vision-to-language projector (Qwen3-VL adds the DeepStack mergers).
     """
 
     name: str
@@ -84,6 +86,7 @@ class ModelFamily:
     image_token: str = "<|image_pad|>"
     video_token: str = "<|video_pad|>"
     stop: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+    projector_prefixes: tuple[str, ...] = ("merger.",)
 
     @property
     def pixels_per_token(self) -> int:
@@ -146,6 +149,7 @@ QWEN3_VL = ModelFamily(
     vllm_architecture="Qwen3VLForConditionalGeneration",
     min_transformers="4.57.0",
     patch_size=16,
+    projector_prefixes=("merger.", "deepstack_merger_list."),
 )
 QWEN3_5 = ModelFamily(
     name="qwen3_5",
@@ -157,6 +161,7 @@ QWEN3_5 = ModelFamily(
     vllm_architecture="Qwen3_5ForConditionalGeneration",
     min_transformers="5.2.0",
     patch_size=16,
+    projector_prefixes=("merger.", "deepstack_merger_list."),
 )
 
 #: Every known family, by name; the first is the default.
@@ -261,7 +266,7 @@ def load_hf_model(model: str | Path, **kwargs: Any) -> Any:
 
     The family is checked first, so an unsupported or too-new model fails with one clear line instead of a
     transformers stack trace. ``kwargs`` go to ``from_pretrained`` (``dtype``, ``quantization_config``...);
-    ``trust_remote_code`` is always ``False``.
+    ``trust_remote_code`` defaults to ``False`` (every family is native to transformers).
 
     Raises:
         UserError: unknown family, or a family the installed transformers does not ship.
@@ -270,7 +275,7 @@ def load_hf_model(model: str | Path, **kwargs: Any) -> Any:
 
     family = model_family(model)
     require_transformers(family, f"--model {model}")
-    kwargs["trust_remote_code"] = False
+    kwargs.setdefault("trust_remote_code", False)
     loaded = AutoModelForImageTextToText.from_pretrained(str(model), **kwargs)
     logger.info("loaded %s (%s) as %s", model, family.display, type(loaded).__name__)
     return loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import transformers
@@ -17,6 +18,8 @@ from evaluators.model_family import (
     load_hf_model,
     model_family,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -69,3 +72,23 @@ def test_pixel_bounds():
         family.processor_pixel_kwargs(min_pixels=100)
     with pytest.raises(UserError, match="larger than max_pixels"):
         family.processor_pixel_kwargs(8192, 4096)
+
+
+def test_every_llamafactory_recipe_uses_its_familys_template():
+    """A recipe's template is the one the family table names for its model (hub names carry the family)."""
+    import yaml
+
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    checked = 0
+    for path in recipes:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if "template" not in recipe:
+            continue  # TRL recipes
+        model = str(recipe["model_name_or_path"])
+        family = next((f for f in FAMILIES.values() if f"/{f.display}-" in model), None)
+        if family is None:  # a local checkpoint path: any family's template
+            assert recipe["template"] in {f.template for f in FAMILIES.values()}, path.name
+            continue
+        assert recipe["template"] == family.template, f"{path.name}: {model} trains with {family.template}"
+        checked += 1
+    assert checked >= 2

@@ -111,6 +111,7 @@ class GRPOScriptArguments(ScriptArguments):
         freeze_projector (`bool`): keep the vision-to-language projector (``visual.merger``) fixed.
         task (`str`, *optional*): ``fer`` or ``hmer``: the recipe's task (the rows ``synthetic_data`` writes).
         tiny_model (`bool`): build unitune's tiny random Qwen2.5-VL in ``output_dir`` and train it (smoke runs).
+        tiny_model_family (`str`): the tiny model's family: ``qwen2_5_vl`` (default) or ``qwen3_vl``.
         synthetic_data (`bool`): train on ``synthetic_rows`` generated rows of ``task`` instead of the dataset.
     """
 
@@ -136,6 +137,9 @@ class GRPOScriptArguments(ScriptArguments):
     freeze_projector: bool = field(default=False, metadata={"help": "Freeze the projector (visual.merger)."})
     task: str | None = field(default=None, metadata={"help": "fer or hmer (the task of synthetic rows)."})
     tiny_model: bool = field(default=False, metadata={"help": "Train unitune's tiny offline Qwen2.5-VL."})
+    tiny_model_family: str = field(
+        default="qwen2_5_vl", metadata={"help": "Family of the tiny model: qwen2_5_vl or qwen3_vl."}
+    )
     synthetic_data: bool = field(default=False, metadata={"help": "Train on generated rows of `task`."})
     synthetic_rows: int = field(default=8, metadata={"help": "Number of synthetic rows."})
 
@@ -155,6 +159,12 @@ class GRPOScriptArguments(ScriptArguments):
         for name in self.reward_kwargs or {}:
             if name not in self.reward_funcs:
                 raise UserError(f"reward_kwargs: {name!r} is not one of reward_funcs {self.reward_funcs}.")
+        from llamafactory_ext.tiny_model import TINY_BUILDERS
+
+        if self.tiny_model_family not in TINY_BUILDERS:
+            raise UserError(
+                f"tiny_model_family: expected one of {list(TINY_BUILDERS)}, got {self.tiny_model_family!r}."
+            )
         if self.task is not None and self.task not in _TASKS:
             raise UserError(f"task: expected one of {list(_TASKS)}, got {self.task!r}.")
         self.eval_datasets = [DatasetConfig(**d) if isinstance(d, dict) else d for d in self.eval_datasets]
@@ -511,7 +521,8 @@ def _write_synthetic(script_args, output_dir: Path) -> str:
 
 
 def freeze_vision(model, tower: bool = False, projector: bool = False) -> int:
-    """Set ``requires_grad=False`` on the vision encoder and/or its projector (``visual.merger``).
+    """Set ``requires_grad=False`` on the vision encoder and/or its projector (``visual.merger``; Qwen3-VL's
+    DeepStack mergers too: the family's ``projector_prefixes``).
 
     Returns:
         `int`: the number of parameter tensors frozen.
@@ -527,9 +538,16 @@ def freeze_vision(model, tower: bool = False, projector: bool = False) -> int:
             f"freeze_vision_tower/freeze_projector: {type(model).__name__} has no `visual` module "
             "(expected a Qwen2-VL / Qwen2.5-VL model)."
         )
+    from evaluators.model_family import DEFAULT_FAMILY, family_for_model_type
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    try:
+        prefixes = family_for_model_type(model_type).projector_prefixes
+    except UserError:
+        prefixes = DEFAULT_FAMILY.projector_prefixes
     frozen = 0
     for name, param in visual.named_parameters():
-        is_projector = name.startswith("merger.")
+        is_projector = name.startswith(prefixes)
         if (is_projector and projector) or (not is_projector and tower):
             param.requires_grad_(False)
             frozen += 1
@@ -538,15 +556,18 @@ def freeze_vision(model, tower: bool = False, projector: bool = False) -> int:
 
 def _load_model(script_args, training_args, model_args):
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
     from trl import get_kbit_device_map, get_peft_config, get_quantization_config
+
+    from evaluators.model_family import load_hf_model, model_family
 
     name = model_args.model_name_or_path
     if script_args.tiny_model:
-        from llamafactory_ext.tiny_model import build_tiny_model
+        from llamafactory_ext.tiny_model import build_tiny
 
         with training_args.main_process_first(desc="tiny model"):
-            name = str(build_tiny_model(Path(training_args.output_dir) / "tiny_model"))
+            out = Path(training_args.output_dir) / "tiny_model"
+            name = str(build_tiny(out, script_args.tiny_model_family))
     if not name:
         raise UserError(
             "model_name_or_path: name the model to train (or --smoke for the tiny offline model)."
@@ -569,20 +590,15 @@ def _load_model(script_args, training_args, model_args):
         dtype = kwargs.get("dtype")
         quantization.bnb_4bit_compute_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         kwargs.update(quantization_config=quantization, device_map=get_kbit_device_map())
-    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    model = load_hf_model(name, **kwargs)  # checks the family (Qwen2.5-VL, Qwen3-VL) and its transformers
     # GRPOTrainer loads its reference model (beta > 0, no PEFT) with model_init_kwargs: same dtype/attention.
     # (TRL then warns that model_init_kwargs "will be ignored": that is about the policy, loaded here.)
     training_args.model_init_kwargs = {
         k: v for k, v in kwargs.items() if k not in ("quantization_config", "device_map")
     }
-    pixels = {
-        k: v
-        for k, v in (
-            ("min_pixels", script_args.image_min_pixels),
-            ("max_pixels", script_args.image_max_pixels),
-        )
-        if v is not None
-    }
+    pixels = model_family(name).processor_pixel_kwargs(
+        script_args.image_min_pixels, script_args.image_max_pixels
+    )
     processor = AutoProcessor.from_pretrained(name, **common, **pixels)
     frozen = freeze_vision(model, script_args.freeze_vision_tower, script_args.freeze_projector)
     if frozen:

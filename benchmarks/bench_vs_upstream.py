@@ -1,9 +1,10 @@
 """Whole-process speed and peak memory of unitune's evaluators against the upstream scripts, side by side.
 
 Every job runs as a fresh process (interpreter start-up and imports included), ours and upstream's
-interleaved, ``--repeats`` times; the table shows medians of wall time and of peak RSS (``wait4``), the
-speed-up, the machine's load average, and whether the outputs agree (``results.txt`` byte for byte for
-HMER; accuracy and macro P/R/F1 for FER).
+interleaved, ``--repeats`` times; the table shows medians of wall time, of CPU time (user + system, from
+``wait4``: less disturbed than wall time when other work shares the machine) and of peak RSS, the
+speed-ups, the machine's load average, and whether the outputs agree (``results.txt`` byte for byte for
+HMER; accuracy and macro P/R/F1 for FER; the tree answers for the builder).
 
 Jobs (each skipped, with a message, when its upstream checkout is not given):
 
@@ -65,8 +66,8 @@ for path in sys.argv[3:]:
 """
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process, which must succeed."""
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one child process, which must succeed."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read() if proc.stderr else b""
@@ -75,33 +76,32 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd[:6])} ...\n{stderr.decode()[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def interleaved(jobs: dict[str, list[tuple[list[str], Path]]], env: dict, repeats: int) -> dict:
-    """Run each job's commands (summed) ``repeats`` times, alternating jobs; medians of time and peak RSS."""
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in jobs}
+    """Run each job's commands (summed) ``repeats`` times, alternating jobs; medians of wall, CPU, peak RSS."""
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, commands in jobs.items():
-            seconds = peak = 0.0
+            wall = cpu = peak = 0.0
             for cmd, cwd in commands:
-                s, m = run_measured(cmd, cwd, env)
-                seconds += s
-                peak = max(peak, m)
-            runs[name].append((seconds, peak))
+                w, c, m = run_measured(cmd, cwd, env)
+                wall, cpu, peak = wall + w, cpu + c, max(peak, m)
+            runs[name].append((wall, cpu, peak))
     return {
-        name: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r), [s for s, _ in r])
-        for name, r in runs.items()
+        name: [statistics.median(column) for column in zip(*r, strict=True)] + [r] for name, r in runs.items()
     }
 
 
 def print_row(job: str, res: dict, ours: str, theirs: str, agree: str) -> None:
-    o_s, o_m, o_all = res[ours]
-    u_s, u_m, u_all = res[theirs]
+    o_wall, o_cpu, o_mem, o_runs = res[ours]
+    u_wall, u_cpu, u_mem, u_runs = res[theirs]
+    runs = ", ".join(f"{w:.2f}" for w, _, _ in u_runs) + " / " + ", ".join(f"{w:.2f}" for w, _, _ in o_runs)
     print(
-        f"| {job} | {u_s:.2f} s, {u_m:.0f} MB | {o_s:.2f} s, {o_m:.0f} MB | **{u_s / o_s:.1f}×** | "
-        f"{u_m / o_m:.1f}× less | {agree} | {', '.join(f'{x:.2f}' for x in u_all)} / "
-        f"{', '.join(f'{x:.2f}' for x in o_all)} |"
+        f"| {job} | {u_wall:.2f} s ({u_cpu:.2f} CPU), {u_mem:.0f} MB | {o_wall:.2f} s ({o_cpu:.2f} CPU), "
+        f"{o_mem:.0f} MB | **{u_wall / o_wall:.1f}×** ({u_cpu / o_cpu:.1f}× CPU) | {u_mem / o_mem:.1f}× less | "
+        f"{agree} | {runs} |"
     )
 
 

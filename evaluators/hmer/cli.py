@@ -18,7 +18,6 @@ token_edits_per_gt_char in the JSON, next to a true character error rate (cer).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -240,7 +239,6 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     True
     """
     string = encode_basestring
-    encode_ops = json.JSONEncoder(ensure_ascii=False).encode
     scores = result.edit_scores or [
         edit_score(a.distance, len(g), len(p))
         for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
@@ -259,17 +257,15 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     ):
         ops = "[]"
         if alignment.ops:
-            ops = encode_ops(
-                [
-                    {
-                        "op": tag,
-                        "gt": gt_tokens[i1:i2],
-                        "pred": pred_tokens[j1:j2],
-                        "gt_span": [i1, i2],
-                        "pred_span": [j1, j2],
-                    }
+            ops = (
+                "["
+                + ", ".join(
+                    f'{{"op": "{tag}", "gt": [{", ".join(map(string, gt_tokens[i1:i2]))}], '
+                    f'"pred": [{", ".join(map(string, pred_tokens[j1:j2]))}], '
+                    f'"gt_span": [{i1}, {i2}], "pred_span": [{j1}, {j2}]}}'
                     for tag, i1, i2, j1, j2 in alignment.ops
-                ]
+                )
+                + "]"
             )
         yield (
             f'{{"index": {index}, "id": {string(sample_id)}, "distance": {alignment.distance}, '

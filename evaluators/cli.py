@@ -86,6 +86,10 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "hmer": "evaluators.hmer.cli",
         "fer": "evaluators.fer.cli",
     },
+    "edl": {
+        "run": "llamafactory_ext.hmer.edl_pipeline",
+        "plan": "llamafactory_ext.hmer.edl_plan",
+    },
     "eval-all": "evaluators.suite",
     "infer": "evaluators.inference.cli",
     "demo-data": {

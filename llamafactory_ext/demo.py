@@ -4,9 +4,9 @@
 
  1. ``unitune demo-data hmer`` / ``unitune demo-data fer``: rendered formulas, drawn faces;
  2. ``unitune tiny-model``: a tiny random Qwen2.5-VL (the stand-in for Qwen2.5-VL-3B/7B);
- 3. ``unitune infer -n 2`` on the training formulas (the first inference pass that Error-Driven Learning
-    samples its wrong predictions from; upstream does this by k-fold cross-validation);
- 4. ``unitune data hmer --task vanilla|tree|can|error_find|error_fix --register``: the multitask data;
+ 3. ``unitune data hmer --task vanilla|tree|can --register``: the multitask data;
+ 4. ``unitune edl run``: Error-Driven Learning by 2-fold cross-validation (a fold model trained with
+    ``llamafactory-cli train`` per fold, 2 samples per held-out formula, ``error_find``/``error_fix`` registered);
  5. ``llamafactory-cli train recipes/unimumer_qlora.yaml`` (overridden to the tiny model and a few steps),
     then ``llamafactory-cli export recipes/unimumer_merge_lora.yaml``;
  6. ``unitune infer --backend hf`` + ``unitune eval hmer`` on the held-out formulas;
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _HMER_TASKS = ("vanilla", "tree", "can", "error_find", "error_fix")
+_EDL_STEP = "unitune edl run (EDL: 2 folds, 2 samples)"
 _NEAR_ZERO = (
     "The model here is a tiny RANDOM Qwen2.5-VL trained for a few steps on a CPU: its scores are near zero by\n"
     "design. The demo proves that every stage of the pipeline runs and hands its outputs to the next one;\n"
@@ -140,7 +141,7 @@ class _Demo:
         self.hmer_data = self.out / "data" / "hmer"
         self.fer_data = self.out / "data" / "fer"
         self.tiny = self.out / "tiny_model"
-        self.edl_dir = self.out / "edl_pass"
+        self.edl_dir = self.out / "edl"
         self.lf_data = self.out / "lf_data"
         self.sft = self.out / "sft_qlora"
         self.merged = self.out / "merged"
@@ -239,42 +240,61 @@ class _Demo:
         self.unitune(["tiny-model", str(self.tiny)], "03_tiny_model")
         return StepResult("", "done", outputs=[str(self.tiny)])
 
-    def edl_pass(self) -> StepResult:
-        train = self.hmer_data / "hmer_demo_train.json"
-        argv = [
-            "infer",
-            str(train),
-            "--model",
-            str(self.tiny),
-            "--out-dir",
-            str(self.edl_dir),
-            "--backend",
-            "hf",
-        ]
-        argv += [
-            "-n",
-            "2",
-            "--temperature",
-            "1.0",
-            "--max-new-tokens",
-            str(self.max_new_tokens),
-            "--no-progress",
-        ]
-        self.unitune(argv, "04_edl_first_pass")
-        return StepResult("", "done", outputs=[str(self.edl_dir / "hmer_demo_train_infer.jsonl")])
+    def edl(self) -> StepResult:
+        """Error-Driven Learning with ``unitune edl run``: 2 folds, a fold model each, 2 samples per image."""
+        import yaml
+
+        config = {
+            "input": str(self.hmer_data / "hmer_demo_train.json"),
+            "name": "demo_hmer",
+            "out_dir": str(self.edl_dir),
+            "k": 2,
+            "model_name_or_path": str(self.tiny),
+            # full fine-tuning: the fold model is sampled as it is (a (Q)LoRA recipe adds an export per fold)
+            "recipe": str(_recipe("unimumer_crohme.yaml")),
+            "train": {
+                "deepspeed": None,
+                "max_steps": 1,
+                "bf16": False,
+                "gradient_checkpointing": False,
+                "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 1,
+                "image_max_pixels": 12544,
+                "image_min_pixels": 3136,
+                "preprocessing_num_workers": 1,
+                "dataloader_num_workers": 0,
+                "logging_steps": 1,
+                "save_steps": 1000,
+                "cutoff_len": 512,
+                "warmup_ratio": 0,
+                "plot_loss": False,
+            },
+            "sampling": {"n": 2, "temperature": 1.0, "max_new_tokens": self.max_new_tokens},
+            "infer_args": ["--backend", "hf"],
+            "dataset_dir": str(self.lf_data),
+        }
+        path = self.out / "edl.yaml"
+        text = "# unitune demo: Error-Driven Learning (written by `unitune demo`)\n"
+        atomic_write_text(path, text + yaml.safe_dump(config, sort_keys=False))
+        self.unitune(["edl", "run", str(path)], "05_edl_run")
+        summary = json.loads((self.edl_dir / "edl" / "summary.json").read_text(encoding="utf-8"))
+        rows = sum(fold["error_find_rows"] for fold in summary["folds"])
+        predictions = sum(fold["predictions"] for fold in summary["folds"])
+        correct = sum(fold["correct"] for fold in summary["folds"])
+        rate = 100 * (1 - correct / predictions) if predictions else 0.0
+        detail = f"{rows} error_find + {rows} error_fix records, fold-model error rate {rate:.0f}%"
+        outputs = [str(self.edl_dir / "edl" / f"demo_hmer_{t}.json") for t in ("error_find", "error_fix")]
+        return StepResult("", "done", detail=detail, outputs=[str(path), *outputs])
 
     def build_hmer_data(self) -> StepResult:
         train = self.hmer_data / "hmer_demo_train.json"
-        predictions = self.edl_dir / "hmer_demo_train_infer.jsonl"
         outputs, counts = [], []
-        for task in _HMER_TASKS:
+        for task in _HMER_TASKS[:3]:
             name = "demo_hmer" if task == "vanilla" else f"demo_hmer_{task}"
             target = self.lf_data / f"{name}.json"
             argv = ["data", "hmer", str(train), str(target), "--task", task, "--register", name]
             argv += ["--dataset-dir", str(self.lf_data), "--absolute-images", "--no-progress"]
-            if task.startswith("error_"):
-                argv += ["--predictions", str(predictions)]
-            self.unitune(argv, f"05_data_hmer_{task}")
+            self.unitune(argv, f"04_data_hmer_{task}")
             outputs.append(str(target))
             counts.append(f"{task} {len(json.loads(target.read_text(encoding='utf-8')))}")
         outputs.append(str(self.lf_data / "dataset_info.json"))
@@ -503,20 +523,16 @@ class _Demo:
         s("unitune demo-data hmer", self.demo_data_hmer)
         s("unitune demo-data fer", self.demo_data_fer)
         s("unitune tiny-model", self.tiny_model)
-        s(
-            "unitune infer -n 2 (EDL first pass)",
-            self.edl_pass,
-            ["unitune demo-data hmer", "unitune tiny-model"],
-        )
         if _module_available("llamafactory_ext.hmer.cli"):
-            s("unitune data hmer (5 tasks)", self.build_hmer_data, ["unitune infer -n 2 (EDL first pass)"])
+            s("unitune data hmer (3 tasks)", self.build_hmer_data, ["unitune demo-data hmer"])
         else:
-            self.results.append(StepResult("unitune data hmer (5 tasks)", "not built yet"))
+            self.results.append(StepResult("unitune data hmer (3 tasks)", "not built yet"))
         if have_llamafactory:
-            s("llamafactory-cli train (QLoRA)", self.train_sft, ["unitune data hmer (5 tasks)"])
+            s(_EDL_STEP, self.edl, ["unitune demo-data hmer", "unitune tiny-model"])
+            s("llamafactory-cli train (QLoRA)", self.train_sft, ["unitune data hmer (3 tasks)", _EDL_STEP])
             s("llamafactory-cli export (merge)", self.export, ["llamafactory-cli train (QLoRA)"])
         else:
-            for name in ("llamafactory-cli train (QLoRA)", "llamafactory-cli export (merge)"):
+            for name in (_EDL_STEP, "llamafactory-cli train (QLoRA)", "llamafactory-cli export (merge)"):
                 self.results.append(
                     StepResult(name, "not built yet", detail="llamafactory-cli is not installed")
                 )

@@ -22,16 +22,14 @@ def test_demo_skips_missing_pieces_and_exits_0(tmp_path, monkeypatch, capsys):
     report = capsys.readouterr().out
     status = {s["name"]: s["status"] for s in json.loads((out / "demo_summary.json").read_text())["steps"]}
     assert status["unitune demo-data hmer"] == "done"
-    assert status["unitune infer -n 2 (EDL first pass)"] == "done"
-    assert status["unitune data hmer (5 tasks)"] == "done"
+    assert status["unitune data hmer (3 tasks)"] == "done"
+    assert status[demo._EDL_STEP] == "not built yet"  # fold models need llamafactory-cli
     assert status["llamafactory-cli train (QLoRA)"] == "not built yet"
     assert status["unitune infer (HMER test, merged model)"] == "skipped"
     assert status["trl_grpo.train (GRPO, 2 steps)"] == "not built yet"
     assert status["unitune eval-all (demo suite)"] == "not built yet"
     assert "| llamafactory-cli train (QLoRA) | not built yet |" in report
     assert "tiny RANDOM Qwen2.5-VL" in report and "near zero" in report
-    lines = (out / "edl_pass" / "hmer_demo_train_infer.jsonl").read_text().splitlines()
-    assert len(lines) == 3 * 2  # n = 2 samples per training formula
 
     # Resuming: finished steps are reused, not redone.
     assert unitune(argv) == 0
@@ -63,6 +61,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     steps = json.loads((out / "demo_summary.json").read_text())["steps"]
     assert [s["status"] for s in steps] == ["done"] * len(steps), steps
     assert (out / "merged" / "model.safetensors").is_file()
+    edl = json.loads((out / "edl" / "edl" / "summary.json").read_text())
+    assert [fold["predictions"] for fold in edl["folds"]] == [4, 4]  # 2 held-out formulas x 2 samples
+    info = json.loads((out / "lf_data" / "dataset_info.json").read_text())
+    assert {"demo_hmer_error_find", "demo_hmer_error_fix"} <= set(info)
     assert (out / "grpo_fer" / "model.safetensors").is_file()
     assert "| Demo HMER test | hmer | 4 | ExpRate |" in report
     assert "| Demo FER test | fer | 7 | Acc (strict) |" in report

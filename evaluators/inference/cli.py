@@ -12,6 +12,7 @@ Examples:
   unitune infer --model models/merged --out-dir runs/crohme data/crohme_2014.json --backend vllm
   unitune infer --model models/unifer --out-dir runs/fer ferbench/rafdb_qa.json --image-root ferbench/images
   unitune infer --model tiny --out-dir runs/edl train.json --backend hf -n 4 --temperature 1.0
+  unitune infer --model m --out-dir runs/edl/shard3 train.json -n 4 --temperature 1.0 --shard 3/8
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from evaluators.errors import UserError
 from evaluators.inference.prompts import FAMILY_SYSTEM, QWEN_DEFAULT_SYSTEM
 from evaluators.inference.runner import FileResult, InferenceSettings, run_inference
 
-__all__ = ["add_arguments", "add_inference_arguments", "pick_backend", "run", "settings_from_args"]
+__all__ = [
+    "add_arguments",
+    "add_inference_arguments",
+    "parse_shard",
+    "pick_backend",
+    "run",
+    "settings_from_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="merged Qwen2.5-VL or Qwen3-VL checkpoint folder")
     add_out_dir(parser, "output folder (resumed when it has results)", required=True)
     add_inference_arguments(parser)
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (records I, I+N, I+2N, ... of each file), e.g. --shard "
+        "$SLURM_ARRAY_TASK_ID/8 or --shard $RANK/$WORLD_SIZE; give each shard its own --out-dir",
+    )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard I/N`` (0-based ``I``).
+
+    Example:
+
+    >>> parse_shard("3/8")
+    (3, 8)
+    >>> parse_shard("8/8")
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: --shard must be I/N with 0 <= I < N (e.g. 0/4), got '8/8'.
+    """
+    index, _, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}.")
+    return i, n
 
 
 def pick_backend(name: str) -> str:
@@ -181,6 +218,7 @@ def settings_from_args(args: argparse.Namespace, model: str | None = None) -> In
         image_size=args.image_size,
         sampling=sampling,
         limit=args.limit,
+        shard=parse_shard(args.shard) if getattr(args, "shard", None) else None,
         overwrite=args.overwrite,
         backend_options=options,
         progress=not args.no_progress,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evaluators.inference.prompts import PreparedRequest
-from evaluators.inference.sampling import Sampling, clean_output
+from evaluators.inference.sampling import Sampling, clean_output, record_seed
 
 __all__ = ["SORT_WINDOW", "HFBackend", "batch_order", "generate_kwargs", "gpu_batch_size"]
 
@@ -153,28 +153,43 @@ class HFBackend:
     def generate(self, requests: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
         """Generate ``sampling.n`` outputs for each request, in the order given.
 
-        Requests are batched ``batch_size`` at a time from the largest to the smallest (:func:`batch_order`).
+        Greedy: requests are batched ``batch_size`` at a time from the largest to the smallest
+        (:func:`batch_order`). Sampling (temperature > 0): each request is generated on its own after seeding
+        torch with :func:`~evaluators.inference.sampling.record_seed`, so its samples are the same whatever
+        batch, chunk or shard it falls in and however often the run was resumed.
         """
+        if sampling.greedy:
+            order = batch_order(requests)
+            groups = [
+                order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)
+            ]
+        else:
+            groups = [[position] for position in range(len(requests))]
+        outputs: list[list[str]] = [[] for _ in requests]
+        for positions in groups:
+            texts = self._generate_batch([requests[position] for position in positions], sampling)
+            for position, samples in zip(positions, texts, strict=True):
+                outputs[position] = samples
+        return outputs
+
+    def _generate_batch(self, batch: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
         import torch
 
-        outputs: list[list[str]] = [[] for _ in requests]
         kwargs = generate_kwargs(sampling, self.processor.tokenizer)
-        order = batch_order(requests)
-        for start in range(0, len(order), self.batch_size):
-            positions = order[start : start + self.batch_size]
-            batch = [requests[position] for position in positions]
-            images = [image for request in batch for image in request.images]
-            inputs = self.processor(
-                text=[request.prompt for request in batch],
-                images=images or None,
-                padding=True,
-                return_tensors="pt",
-            ).to(self.device)
-            with torch.inference_mode():
-                generated = self.model.generate(**inputs, **kwargs)
-            new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-            texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-            for slot, position in enumerate(positions):
-                chunk = texts[slot * sampling.n : (slot + 1) * sampling.n]
-                outputs[position] = [clean_output(text, sampling.stop) for text in chunk]
-        return outputs
+        images = [image for request in batch for image in request.images]
+        inputs = self.processor(
+            text=[request.prompt for request in batch],
+            images=images or None,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        if not sampling.greedy:
+            torch.manual_seed(record_seed(sampling.seed, batch[0].record.id))
+        with torch.inference_mode():
+            generated = self.model.generate(**inputs, **kwargs)
+        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [
+            [clean_output(text, sampling.stop) for text in texts[slot * sampling.n : (slot + 1) * sampling.n]]
+            for slot in range(len(batch))
+        ]

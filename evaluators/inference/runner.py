@@ -44,12 +44,20 @@ from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_json
 from evaluators.model_family import model_family
 from evaluators.outputs import output_lock
 
-__all__ = ["FileResult", "InferenceSettings", "export_path", "jsonl_path", "request_key", "run_inference"]
+__all__ = [
+    "FileResult",
+    "InferenceSettings",
+    "export_path",
+    "jsonl_path",
+    "request_key",
+    "run_inference",
+    "shard_records",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Keys of the meta file that must match for a run to resume an existing JSONL.
-_FINGERPRINT_KEYS = ("model", "task", "system_prompt", "upstream_prompt", "image_size", "sampling")
+_FINGERPRINT_KEYS = ("model", "task", "system_prompt", "upstream_prompt", "image_size", "sampling", "shard")
 
 
 @dataclass
@@ -58,7 +66,8 @@ class InferenceSettings:
 
     ``sampling`` holds overrides (``None`` = the task preset); ``image_size`` ``None`` = the task preset,
     ``0`` = no resize; ``system_prompt`` ``None`` = no system turn, ``FAMILY_SYSTEM`` = the model family's
-    default (Qwen2.5-VL: Qwen's default prompt; Qwen3-VL: none).
+    default (Qwen2.5-VL: Qwen's default prompt; Qwen3-VL: none); ``shard`` ``(i, n)`` = only records
+    ``i, i + n, i + 2n, ...`` of each file (after ``limit``), see :func:`shard_records`.
     """
 
     model: str
@@ -70,6 +79,7 @@ class InferenceSettings:
     image_size: int | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
+    shard: tuple[int, int] | None = None
     overwrite: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -128,6 +138,22 @@ def export_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, task:
     if task == "fer":
         return Path(out_dir) / f"{stem.removesuffix('_qa') or stem}_results.json"
     return Path(out_dir) / f"{stem}_pred.json"
+
+
+def shard_records(records: Sequence[Any], index: int, count: int) -> list[Any]:
+    """Shard ``index`` of ``count``: every ``count``-th record from position ``index`` (round-robin).
+
+    The shards of a file are disjoint, cover it, and differ in size by at most one; merging their outputs
+    in input order gives the records of one unsharded run.
+
+    Example:
+
+    >>> shard_records(list("abcdefg"), 0, 3), shard_records(list("abcdefg"), 2, 3)
+    (['a', 'd', 'g'], ['c', 'f'])
+    """
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard must be I/N with 0 <= I < N, got {index}/{count}.")
+    return list(records[index::count])
 
 
 def _repair_torn_tail(path: Path) -> None:
@@ -211,6 +237,7 @@ def _fingerprint(settings: InferenceSettings, task: str, options: PromptOptions,
         "upstream_prompt": options.upstream_prompt,
         "image_size": options.image_size,
         "sampling": sampling.as_dict(),
+        "shard": list(settings.shard) if settings.shard else None,
     }
 
 
@@ -340,9 +367,13 @@ def _run_locked(
     for raw in inputs:
         path = Path(raw)
         records = load_records(path, settings.image_root, settings.task, allow_torn=settings.allow_torn)
+        task = records[0].task
         if settings.limit is not None:
             records = records[: settings.limit]
-        task = records[0].task
+        if settings.shard is not None:
+            records = shard_records(records, *settings.shard)
+            if not records:
+                logger.warning("%s: shard %d/%d has no records", path, *settings.shard)
         preset_size = TASK_PRESETS[task]["image_size"]
         size = preset_size if settings.image_size is None else (settings.image_size or None)
         options = PromptOptions(system_prompt, settings.upstream_prompt, size)
@@ -360,7 +391,9 @@ def _run_locked(
             jsonl.unlink(missing_ok=True)
         _check_meta(meta, jsonl, fingerprint)
         _repair_torn_tail(jsonl)
-        keys = {r.id: request_key(r, fingerprint) for r in records}
+        # the shard does not change a record's samples (each record is seeded on its own): not in the key
+        unsharded = {k: v for k, v in fingerprint.items() if k != "shard"}
+        keys = {r.id: request_key(r, unsharded) for r in records}
         done, stale = _drop_stale(jsonl, _read_done(jsonl), keys)
         todo = [r for r in records if any((r.id, k) not in done for k in range(sampling.n))]
         plans.append(

@@ -9,10 +9,18 @@ Any value given on the command line overrides the preset.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["DEFAULT_STOP", "TASK_PRESETS", "Sampling", "clean_output", "resolve_sampling"]
+__all__ = [
+    "DEFAULT_STOP",
+    "TASK_PRESETS",
+    "Sampling",
+    "clean_output",
+    "record_seed",
+    "resolve_sampling",
+]
 
 #: Qwen's end-of-turn and end-of-text tokens.
 DEFAULT_STOP: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
@@ -89,3 +97,20 @@ def clean_output(text: str, stop: tuple[str, ...] | list[str] = DEFAULT_STOP) ->
         if position != -1:
             cut = min(cut, position)
     return text[:cut].strip()
+
+
+def record_seed(seed: int, record_id: str) -> int:
+    """The sampling seed of one record: a hash of the run's ``seed`` and the record's id.
+
+    Both backends seed each record with it, so a record's samples do not depend on which other records
+    share its batch, chunk or shard, nor on whether the run was interrupted and resumed.
+
+    Example:
+
+    >>> record_seed(0, "img_1") == record_seed(0, "img_1"), record_seed(0, "img_1") == record_seed(1, "img_1")
+    (True, False)
+    >>> 0 <= record_seed(0, "img_1") < 2**31
+    True
+    """
+    digest = hashlib.sha256(f"{int(seed)}:{record_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

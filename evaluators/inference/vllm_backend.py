@@ -18,7 +18,7 @@ from typing import Any
 
 from evaluators.errors import UserError
 from evaluators.inference.prompts import PreparedRequest
-from evaluators.inference.sampling import Sampling, clean_output
+from evaluators.inference.sampling import Sampling, clean_output, record_seed
 
 __all__ = ["VLLMBackend", "build_vllm_inputs", "import_vllm", "sampling_params_kwargs"]
 
@@ -130,7 +130,17 @@ class VLLMBackend:
         logger.info("vLLM backend: %s, tensor_parallel_size %d", model, tensor_parallel_size)
 
     def generate(self, requests: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
-        """All ``requests`` in one ``LLM.generate`` call; ``sampling.n`` outputs each, in request order."""
-        params = self._vllm.SamplingParams(**sampling_params_kwargs(sampling))
+        """All ``requests`` in one ``LLM.generate`` call; ``sampling.n`` outputs each, in request order.
+
+        When sampling, each request gets its own seed (:func:`~evaluators.inference.sampling.record_seed`).
+        """
+        kwargs = sampling_params_kwargs(sampling)
+        if sampling.greedy:
+            params: Any = self._vllm.SamplingParams(**kwargs)
+        else:  # one seed per record: its samples do not depend on the chunk or shard it falls in
+            params = [
+                self._vllm.SamplingParams(**{**kwargs, "seed": record_seed(sampling.seed, r.record.id)})
+                for r in requests
+            ]
         results = self.llm.generate(build_vllm_inputs(requests), params, use_tqdm=True)
         return [[clean_output(o.text, sampling.stop) for o in result.outputs] for result in results]

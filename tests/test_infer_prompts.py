@@ -20,7 +20,7 @@ from evaluators.inference.prompts import (
     prepare_request,
     resolve_image,
 )
-from evaluators.inference.sampling import Sampling, resolve_sampling
+from evaluators.inference.sampling import Sampling, record_seed, resolve_sampling
 from evaluators.inference.vllm_backend import VLLMBackend, build_vllm_inputs, sampling_params_kwargs
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
 
@@ -192,8 +192,8 @@ def test_vllm_backend_generate_path_without_vllm(tmp_path):
         def generate(self, inputs, params, use_tqdm):
             calls.append((inputs, params))
             return [
-                SimpleNamespace(outputs=[SimpleNamespace(text=f" out{i}<|im_end|>")] * params["n"])
-                for i in range(len(inputs))
+                SimpleNamespace(outputs=[SimpleNamespace(text=f" out{i}<|im_end|>")] * p["n"])
+                for i, p in enumerate(params)
             ]
 
     backend = object.__new__(VLLMBackend)
@@ -202,16 +202,21 @@ def test_vllm_backend_generate_path_without_vllm(tmp_path):
     sampling = resolve_sampling("hmer", {"n": 2, "seed": 7})
     outputs = backend.generate(prepared, sampling)
     assert len(calls) == 1 and calls[0][0] == build_vllm_inputs(prepared)
-    assert calls[0][1] == {
-        "n": 2,
-        "temperature": 0.2,
-        "top_p": 0.8,
-        "top_k": 50,
-        "max_tokens": 2048,
-        "stop": ["<|im_end|>", "<|endoftext|>"],
-        "seed": 7,
-        "repetition_penalty": 1.0,
-    }
+    # sampling: one SamplingParams per request, seeded from (seed, record id)
+    assert calls[0][1] == [
+        {
+            "n": 2,
+            "temperature": 0.2,
+            "top_p": 0.8,
+            "top_k": 50,
+            "max_tokens": 2048,
+            "stop": ["<|im_end|>", "<|endoftext|>"],
+            "seed": record_seed(7, r.id),
+            "repetition_penalty": 1.0,
+        }
+        for r in records
+    ]
+    assert len({p["seed"] for p in calls[0][1]}) == 3
     assert outputs == [["out0", "out0"], ["out1", "out1"], ["out2", "out2"]]
 
 

@@ -287,3 +287,31 @@ def test_qwen3_5_model_names_the_transformers_it_needs(tmp_path, caplog):
     )
     assert status == 2
     assert "is a Qwen3.5 model (qwen3_5); it needs transformers >= 5.2.0" in caplog.text
+
+
+def test_shards_and_batch_size_do_not_change_samples(tiny_model_dir, tmp_path):
+    """Each record is seeded from (seed, id): two shards, or another batch size, give the same samples."""
+    hmer = _hmer(tmp_path, 5)
+
+    def samples(out: str, shard=None, batch_size=8) -> dict:
+        settings = InferenceSettings(
+            model=str(tiny_model_dir),
+            backend="hf",
+            sampling={"max_new_tokens": 6, "temperature": 1.0, "n": 2, "seed": 3},
+            shard=shard,
+            backend_options={"batch_size": batch_size},
+            progress=False,
+        )
+        run_inference([hmer], tmp_path / out, settings)
+        return {
+            (x["id"], x["sample_index"]): x["pred"]
+            for x in _lines(tmp_path / out / "hmer_demo_test_infer.jsonl")
+        }
+
+    whole = samples("whole")
+    first, second = samples("s0", (0, 2)), samples("s1", (1, 2), batch_size=1)
+    assert sorted({i for i, _ in first}) == ["h000", "h002", "h004"]
+    assert {**first, **second} == whole and len(whole) == 10
+    assert len(set(whole.values())) > 1  # really sampled
+    with pytest.raises(UserError, match="other settings.*shard"):
+        samples("s0", (1, 2))

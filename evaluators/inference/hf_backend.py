@@ -146,6 +146,8 @@ class HFBackend:
         # The runner hands over SORT_WINDOW batches per call (results are written after each call, in input
         # order, so resume is unchanged); generate() sorts them by size first.
         self.chunk_size = self.batch_size * SORT_WINDOW
+        # Sampling generates record by record (nothing to sort): results are written every batch_size records.
+        self.sampling_chunk_size = self.batch_size
         logger.info(
             "transformers backend: %s on %s (%s), batch size %d", model, device, torch_dtype, self.batch_size
         )

@@ -416,6 +416,8 @@ def _run_locked(
             logger.info("%s: %d of %d records to run (%s)", path, len(todo), len(records), task)
         bar = _progress(len(todo), path.name, settings.progress and bool(todo))
         step = getattr(backend, "chunk_size", 0) if backend is not None else 0
+        if not sampling.greedy:  # e.g. hf samples record by record: write more often
+            step = getattr(backend, "sampling_chunk_size", step)
         with jsonl.open("a", encoding="utf-8") as handle:
             for chunk in _chunks(todo, step):
                 prepared: list[PreparedRequest] = []

@@ -692,8 +692,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     steps = pipeline.select(args.only, args.fold, args.shard)
     if args.until:
-        last = max(i for i, s in enumerate(steps) if s.kind == args.until)
-        steps = steps[: last + 1]
+        steps = [s for s in steps if STEP_KINDS.index(s.kind) <= STEP_KINDS.index(args.until)]
     start = time.monotonic()
     pipeline.run(steps, register=None if args.only in (None, "build") and not args.until else False)
     if pipeline.steps[-1].is_done() and args.only in (None, "build") and not args.until:

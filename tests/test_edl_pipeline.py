@@ -154,6 +154,10 @@ def test_edl_sets_are_registered_valid_and_train(edl_run, tmp_path):
         assert row["error_find_rows"] == wrong
     info = json.loads((base / "lf" / "dataset_info.json").read_text())
     assert set(info) == {"edl_demo_error_find", "edl_demo_error_fix"}
+    for task in ("error_find", "error_fix"):
+        assert info[f"edl_demo_{task}"]["file_name"] == f"data/edl_demo_{task}.json"
+        copy = (base / "lf" / "data" / f"edl_demo_{task}.json").read_bytes()
+        assert copy == edl_run["bytes"][f"edl/edl_demo_{task}.json"]
     for name in info:
         assert unitune(["data", "validate", name, "--dataset-dir", str(base / "lf")]) == 0
     rows = json.loads(edl_run["bytes"]["edl/edl_demo_error_fix.json"])

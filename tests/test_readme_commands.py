@@ -137,6 +137,15 @@ PLAN: dict[str, How] = {
     "unitune infer --model models/base --out-dir runs/edl train.json --backend hf -n 4 --temperature 1.0": How(
         RUN, extra=FEW_TOKENS, expect=""
     ),
+    # Error-Driven Learning
+    "unitune edl run recipes/unimumer_edl.yaml": How(
+        RUN,
+        "the example's corpus data/crohme/train.json is not here: it stops at once, naming it; the pipeline "
+        "runs end to end in tests/test_edl_pipeline.py and tests/test_demo.py",
+        expect="input data/crohme/train.json: no such file or folder",
+        rc=2,
+    ),
+    "unitune edl plan recipes/unimumer_edl.yaml": How(RUN, expect="k=3 folds"),
     # make eval-all
     "make eval-all MODEL=models/merged": How(
         RUN, extra=f"ARGS='{FEW_TOKENS}'", expect="| RAF-DB | fer | 3 | Acc (UniFER protocol) |"

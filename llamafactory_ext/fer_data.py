@@ -46,6 +46,7 @@ from evaluators.io_utils import (
 )
 from evaluators.knowledge.answers import extract_answer, is_think_answer_format
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
+from evaluators.progress import progress_bar
 
 __all__ = [
     "ConvertStats",
@@ -198,6 +199,7 @@ def convert_records(
     resize: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 8,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], ConvertStats]:
     """Convert and validate UniFER CoT records.
 
@@ -208,6 +210,7 @@ def convert_records(
         resize (`int`, *optional*): write ``resize``×``resize`` copies into ``cache_dir`` and use them.
         cache_dir (`str` or `os.PathLike`, *optional*): where resized copies go (required with ``resize``).
         workers (`int`, defaults to 8): threads for decoding/resizing images.
+        progress (`bool`, defaults to `False`): show a progress bar over the images (total, rate, ETA).
 
     Returns:
         `tuple`: ``(entries, rejected, stats)``; each rejected item is ``{"index", "image_path", "kind",
@@ -256,8 +259,14 @@ def convert_records(
         return str(source.resolve()), None
 
     todo = [i for i, problem in enumerate(text_problems) if problem is None]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        image_results = dict(zip(todo, pool.map(image_job, todo), strict=True))
+    image_results = {}
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        progress_bar(len(todo), "fer-sft images", "image", progress and bool(todo)) as bar,
+    ):
+        for index, result in zip(todo, pool.map(image_job, todo), strict=True):
+            image_results[index] = result
+            bar.update(1)
     entries, rejected = [], []
     for index, item in enumerate(records):
         problem = text_problems[index]
@@ -288,6 +297,7 @@ def convert_file(
     dataset_dir: str | os.PathLike = "dataset_info",
     workers: int = 8,
     force: bool = False,
+    progress: bool = False,
 ) -> ConvertStats:
     """Convert ``input_path`` into ``output_path`` (atomic); see :func:`convert_records` for the checks.
 
@@ -307,7 +317,7 @@ def convert_file(
         raise UserError(f"{input_path}: no records (empty file).")
     entries, rejected, stats = convert_records(
         records, image_root=image_root, check_images=check_images, resize=resize, cache_dir=cache_dir,
-        workers=workers,
+        workers=workers, progress=progress,
     )  # fmt: skip
     if rejected and strict:
         first = rejected[0]
@@ -353,6 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-dir", type=Path, default=Path("dataset_info"),
                         help="folder of dataset_info.json (default: %(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=8, help="image threads (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -362,6 +373,6 @@ def run(args: argparse.Namespace) -> int:
     stats = convert_file(
         args.input, args.output, image_root=args.image_root, check_images=args.check_images, resize=args.resize,
         cache_dir=args.cache_dir, strict=args.strict, register=args.register, dataset_dir=args.dataset_dir,
-        workers=args.workers, force=args.force,
+        workers=args.workers, force=args.force, progress=not args.no_progress,
     )  # fmt: skip
     return 0 if stats.written else 1

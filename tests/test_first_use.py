@@ -287,3 +287,113 @@ def test_grpo_config_resolves_shipped_recipes_from_any_directory(tmp_path, monke
     assert (
         script_args.tiny_model is True and training_args.use_cpu is True and training_args.deepspeed is None
     )
+
+
+class _Bar:
+    """Records what a progress bar was asked to show."""
+
+    def __init__(self, total, desc, unit, enabled=True):
+        self.total, self.unit, self.updates = total, unit, []
+
+    def update(self, n):
+        self.updates.append(n)
+
+
+def test_infer_progress_counts_samples_and_moves_per_batch(tmp_path, tiny_model_dir, monkeypatch):
+    from contextlib import contextmanager
+
+    from PIL import Image
+
+    from evaluators.inference import runner
+    from evaluators.inference.hf_backend import HFBackend
+    from evaluators.inference.runner import InferenceSettings, run_inference
+
+    bars = []
+
+    @contextmanager
+    def spy(total, desc, unit, enabled=True):
+        bars.append(_Bar(total, desc, unit, enabled))
+        yield bars[-1]
+
+    monkeypatch.setattr(runner, "progress_bar", spy)
+    (tmp_path / "img").mkdir()
+    records = []
+    for i in range(4):
+        Image.new("RGB", (32, 32), "white").save(tmp_path / "img" / f"h{i}.png")
+        prompt = "<image>I have an image of a handwritten mathematical expression. Please write out the expression."
+        records.append({"images": [f"img/h{i}.png"], "messages": [{"from": "human", "value": prompt},
+                                                                   {"from": "gpt", "value": "x"}]})  # fmt: skip
+    data = tmp_path / "set.json"
+    data.write_text(json.dumps(records))
+
+    class _Batched:
+        chunk_size = 4
+
+        def generate(self, requests, sampling, on_batch=None):
+            for request in requests:  # batches of one
+                on_batch([request])
+            return [[f"out{k}" for k in range(sampling.n)] for _ in requests]
+
+    settings = InferenceSettings(model=str(tiny_model_dir), sampling={"n": 3, "temperature": 1.0})
+    run_inference([data], tmp_path / "out", settings, backend_factory=lambda *a: _Batched())
+    bar = bars[-1]
+    assert (bar.total, bar.unit, bar.updates) == (12, "sample", [3, 3, 3, 3])  # samples, per batch
+    jsonl = tmp_path / "out" / "set_infer.jsonl"
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text("\n".join(lines[:7]) + "\n")  # resume: 5 samples left (2 of record 2, 3 of record 3)
+    run_inference([data], tmp_path / "out", settings, backend_factory=lambda *a: _Batched())
+    assert (bars[-1].total, sum(bars[-1].updates)) == (5, 5)
+    assert runner._reports_batches(HFBackend.__new__(HFBackend))
+
+
+def test_progress_bar_redraws_while_waiting(monkeypatch):
+    import time
+
+    from evaluators import progress
+
+    monkeypatch.setattr(progress, "REFRESH_SECONDS", 0.05)
+    with progress.progress_bar(10, "wait", "sample") as bar:
+        calls = []
+        real = bar.refresh
+        bar.refresh = lambda *a, **k: (calls.append(1), real(*a, **k))
+        time.sleep(0.4)
+    assert len(calls) >= 3  # elapsed, rate and ETA move although no item finished
+    assert bar.total == 10 and "remaining" in progress._FORMAT and "rate_fmt" in progress._FORMAT
+
+
+def test_builder_progress_bars_have_a_total(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    from llamafactory_ext import fer_data
+    from llamafactory_ext.hmer import build
+
+    seen = {}
+    real_tqdm = build.tqdm
+
+    def tqdm_spy(iterable, **kwargs):
+        seen[kwargs["desc"]] = kwargs.get("total")
+        return real_tqdm(iterable, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(build, "tqdm", tqdm_spy)
+    (tmp_path / "caption.txt").write_text("a x\nb y\n\nc z\n")
+    argv = ["data", "hmer", str(tmp_path / "caption.txt"), str(tmp_path / "o.json"), "--task", "vanilla"]
+    assert main([*argv, "--no-check-images"]) == 0
+    assert seen == {"vanilla": 3}
+
+    bars = []
+
+    @contextmanager
+    def spy(total, desc, unit, enabled=True):
+        bars.append(_Bar(total, desc, unit, enabled))
+        yield bars[-1]
+
+    monkeypatch.setattr(fer_data, "progress_bar", spy)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "f.png")
+    q = "Pick one of the candidate labels: sad, happy. Answer in tags."
+    recs = [{"image_path": "/f.png", "question": q, "response": "<think>t</think><answer>sad</answer>"}] * 3
+    (tmp_path / "cot.json").write_text(json.dumps(recs))
+    argv = ["data", "fer-sft", str(tmp_path / "cot.json"), "--image-root", str(tmp_path)]
+    assert main([*argv, "--output", str(tmp_path / "fer.json")]) == 0
+    assert (bars[0].total, bars[0].unit, sum(bars[0].updates)) == (3, "image", 3)

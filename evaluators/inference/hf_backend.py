@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evaluators.inference.prompts import PreparedRequest
@@ -152,13 +152,19 @@ class HFBackend:
             "transformers backend: %s on %s (%s), batch size %d", model, device, torch_dtype, self.batch_size
         )
 
-    def generate(self, requests: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self,
+        requests: Sequence[PreparedRequest],
+        sampling: Sampling,
+        on_batch: Callable[[Sequence[PreparedRequest]], None] | None = None,
+    ) -> list[list[str]]:
         """Generate ``sampling.n`` outputs for each request, in the order given.
 
         Greedy: requests are batched ``batch_size`` at a time from the largest to the smallest
         (:func:`batch_order`). Sampling (temperature > 0): each request is generated on its own after seeding
         torch with :func:`~evaluators.inference.sampling.record_seed`, so its samples are the same whatever
-        batch, chunk or shard it falls in and however often the run was resumed.
+        batch, chunk or shard it falls in and however often the run was resumed. ``on_batch`` is called with
+        each finished batch (the progress bar).
         """
         if sampling.greedy:
             order = batch_order(requests)
@@ -172,6 +178,8 @@ class HFBackend:
             texts = self._generate_batch([requests[position] for position in positions], sampling)
             for position, samples in zip(positions, texts, strict=True):
                 outputs[position] = samples
+            if on_batch is not None:
+                on_batch([requests[position] for position in positions])
         return outputs
 
     def _generate_batch(self, batch: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:

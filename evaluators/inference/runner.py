@@ -43,6 +43,7 @@ from evaluators.inference.sampling import TASK_PRESETS, Sampling, resolve_sampli
 from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_jsonl_atomic
 from evaluators.model_family import model_family
 from evaluators.outputs import output_lock
+from evaluators.progress import progress_bar
 
 __all__ = [
     "FileResult",
@@ -303,12 +304,31 @@ def _export(
     atomic_write_json(path, rows, indent=2)
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+def _counter(bar: Any, remaining: dict[str, int]) -> Callable[[Sequence[PreparedRequest]], None]:
+    """Advance ``bar`` by the samples the finished ``requests`` stood for."""
 
-    return tqdm(
-        total=total, desc=desc, unit="sample", dynamic_ncols=True, mininterval=1.0, disable=not enabled
-    )
+    def count(requests: Sequence[PreparedRequest]) -> None:
+        bar.update(sum(remaining[request.record.id] for request in requests))
+
+    return count
+
+
+def _reports_batches(backend: Any) -> bool:
+    """Whether ``backend.generate`` takes ``on_batch`` (the bar then moves after every batch, not every chunk)."""
+    import inspect
+
+    return "on_batch" in inspect.signature(backend.generate).parameters
+
+
+def _generate(
+    backend: Any,
+    requests: Sequence[PreparedRequest],
+    sampling: Sampling,
+    on_batch: Callable[[Sequence[PreparedRequest]], None],
+) -> list[list[str]]:
+    if _reports_batches(backend):
+        return backend.generate(requests, sampling, on_batch=on_batch)
+    return backend.generate(requests, sampling)
 
 
 BackendFactory = Callable[[str, Any, InferenceSettings], Any]
@@ -414,11 +434,17 @@ def _run_locked(
         generated = 0
         if todo:
             logger.info("%s: %d of %d records to run (%s)", path, len(todo), len(records), task)
-        bar = _progress(len(todo), path.name, settings.progress and bool(todo))
+        # the bar counts samples (n per record; those of a resumed record already done are left out)
+        remaining = {r.id: sum((r.id, i) not in done for i in range(sampling.n)) for r in todo}
         step = getattr(backend, "chunk_size", 0) if backend is not None else 0
         if not sampling.greedy:  # e.g. hf samples record by record: write more often
             step = getattr(backend, "sampling_chunk_size", step)
-        with jsonl.open("a", encoding="utf-8") as handle:
+        enabled = settings.progress and bool(todo)
+        with (
+            progress_bar(sum(remaining.values()), path.name, "sample", enabled) as bar,
+            jsonl.open("a", encoding="utf-8") as handle,
+        ):
+            count = _counter(bar, remaining)
             for chunk in _chunks(todo, step):
                 prepared: list[PreparedRequest] = []
                 for record in chunk:
@@ -429,10 +455,10 @@ def _run_locked(
                         logger.warning(
                             "%s: record %d (id %s) skipped: %s", path, record.index, record.id, err
                         )
-                        bar.update(1)
+                        bar.update(remaining[record.id])
                 if not prepared:
                     continue
-                outputs = backend.generate(prepared, sampling)
+                outputs = _generate(backend, prepared, sampling, count)
                 lines = []
                 for request, texts in zip(prepared, outputs, strict=True):
                     for sample_index, text in enumerate(texts):
@@ -448,8 +474,8 @@ def _run_locked(
                 handle.flush()
                 os.fsync(handle.fileno())
                 generated += len(prepared)
-                bar.update(len(prepared))
-        bar.close()
+                if not _reports_batches(backend):
+                    count(prepared)
         target = export_path(path, out, task)
         _export(task, records, done, missing, target)
         missing_path = jsonl.with_name(jsonl.name.removesuffix("_infer.jsonl") + "_missing.json")

@@ -29,7 +29,14 @@ from llamafactory_ext.media import media_path_for
 
 from .edl import correction_log, mark_errors
 from .prompts import MARKERS, TASKS, human_prompt
-from .records import HmerSample, iter_json_objects, iter_samples, resolve_image, sample_from_record
+from .records import (
+    HmerSample,
+    count_records,
+    iter_json_objects,
+    iter_samples,
+    resolve_image,
+    sample_from_record,
+)
 from .tree_cot import TreeParseError, can_answer, tree_answer
 
 __all__ = [
@@ -447,9 +454,15 @@ def build_file(
     predictions = None
     if predictions_path is not None:
         predictions = (record for _, record in iter_json_objects(predictions_path))
-        predictions = tqdm(predictions, desc=f"{task} predictions", unit="pred", disable=not progress)
+        predictions = tqdm(
+            predictions, desc=f"{task} predictions", unit="pred", disable=not progress,
+            total=count_records(predictions_path) if progress else None, mininterval=0.5, maxinterval=2,
+        )  # fmt: skip
     else:
-        samples = tqdm(samples, desc=task, unit="rec", disable=not progress)
+        samples = tqdm(
+            samples, desc=task, unit="rec", disable=not progress,
+            total=count_records(input_path) if progress else None, mininterval=0.5, maxinterval=2,
+        )  # fmt: skip
     output_path = Path(output_path)
     if output_path.is_dir():
         raise UserError(

@@ -270,11 +270,6 @@ def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     from trl_grpo.preflight import effective_fields, machine_problems
 
     fields = effective_fields(recipe, argv)
-    problems = machine_problems(fields)
-    if any(
-        p.startswith(("bf16:", "deepspeed:")) for p in problems
-    ):  # transformers fails on these while parsing
-        raise UserError("; ".join(problems) + " (or run the CPU smoke test: --smoke).")
     deepspeed = fields.get("deepspeed")
     if isinstance(deepspeed, str) and deepspeed not in ("None", "null") and not Path(deepspeed).exists():
         from llamafactory_ext.assets import asset_path
@@ -284,7 +279,11 @@ def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
             argv = [*argv, "--deepspeed", str(shipped)]
     try:
         *parsed, remaining = make_parser().parse_args_and_config(argv, return_remaining_strings=True)
-    except ValueError as err:  # TRL's / transformers' own validation (__post_init__)
+    except (ValueError, ImportError) as err:  # TRL's / transformers' own validation (__post_init__)
+        # bf16 without a GPU or a missing DeepSpeed already fail here: name every override this machine needs
+        problems = machine_problems(fields)
+        if problems:
+            raise UserError("; ".join(problems) + " (or run the CPU smoke test: --smoke).") from None
         raise UserError(f"config: {err}") from None
     if remaining:
         raise UserError(

@@ -28,8 +28,8 @@ def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True) 
 
     >>> with progress_bar(3, "demo", "sample", enabled=False) as bar:
     ...     bar.update(3)
-    ...     (bar.n, bar.total)
-    (3, 3)
+    ...     bar.total
+    3
     """
     from tqdm.auto import tqdm
 

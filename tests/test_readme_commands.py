@@ -146,6 +146,8 @@ PLAN: dict[str, How] = {
         rc=2,
     ),
     "unitune edl plan recipes/unimumer_edl.yaml": How(RUN, expect="k=3 folds"),
+    "unitune infer --model models/unifer --out-dir runs/fer_as_unifer ferbench/rafdb_qa.json --image-root ferbench "
+    "--preset unifer": How(RUN, extra=FEW_TOKENS, expect="(torch.float32), batch size 1"),
     # make eval-all
     "make eval-all MODEL=models/merged": How(
         RUN, extra=f"ARGS='{FEW_TOKENS}'", expect="| RAF-DB | fer | 3 | Acc (UniFER protocol) |"

@@ -26,7 +26,12 @@ from evaluators.errors import UserError
 from evaluators.inference.prompts import FAMILY_SYSTEM, QWEN_DEFAULT_SYSTEM
 from evaluators.inference.runner import FileResult, InferenceSettings, run_inference
 
+#: ``--preset`` values. ``unifer`` = UniFER's own FER inference (transformers, float32, one prompt per generate
+#: call, no system turn); ``fast`` = the flags as given (vLLM or batched bf16 transformers).
+PRESETS = ("fast", "unifer")
+
 __all__ = [
+    "PRESETS",
     "add_arguments",
     "add_inference_arguments",
     "parse_shard",
@@ -41,6 +46,13 @@ logger = logging.getLogger(__name__)
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The model/prompt/decoding/backend options, shared with ``unitune eval-all``."""
     group = parser.add_argument_group("backend")
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="fast",
+        help="fast: the backend/dtype/batch options below (default); unifer: FER inference exactly as UniFER "
+        "ran it: transformers generate, float32, batch size 1, no system turn",
+    )
     group.add_argument(
         "--backend",
         choices=("auto", "vllm", "hf"),
@@ -173,8 +185,41 @@ def pick_backend(name: str) -> str:
     return "vllm" if torch.cuda.is_available() else "hf"
 
 
+def _apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """``--preset unifer``: transformers, float32, batch 1, no system turn; conflicting flags are refused.
+
+    Example:
+
+    >>> ns = argparse.Namespace(preset="unifer", backend="auto", dtype="auto", batch_size=None,
+    ...                         system_prompt=None, no_system_prompt=False)
+    >>> out = _apply_preset(ns)
+    >>> out.backend, out.dtype, out.batch_size, out.no_system_prompt
+    ('hf', 'float32', 1, True)
+    """
+    if getattr(args, "preset", "fast") != "unifer":
+        return args
+    conflicts = []
+    if args.backend not in ("auto", "hf"):
+        conflicts.append(f"--backend {args.backend}")
+    if args.dtype not in ("auto", "float32"):
+        conflicts.append(f"--dtype {args.dtype}")
+    if args.batch_size not in (None, 1):
+        conflicts.append(f"--batch-size {args.batch_size}")
+    if args.system_prompt is not None:
+        conflicts.append("--system-prompt")
+    if conflicts:
+        raise UserError(
+            f"--preset unifer runs transformers in float32 at batch size 1 with no system turn; "
+            f"drop {', '.join(conflicts)}."
+        )
+    args = argparse.Namespace(**vars(args))
+    args.backend, args.dtype, args.batch_size, args.no_system_prompt = "hf", "float32", 1, True
+    return args
+
+
 def settings_from_args(args: argparse.Namespace, model: str | None = None) -> InferenceSettings:
     """Turn parsed options into :class:`InferenceSettings` (``model`` overrides ``args.model``)."""
+    args = _apply_preset(args)
     backend = pick_backend(args.backend)
     if backend == "vllm":
         options = {

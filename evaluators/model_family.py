@@ -46,6 +46,7 @@ __all__ = [
     "model_family",
     "read_model_type",
     "require_transformers",
+    "require_vllm_architecture",
 ]
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,28 @@ def require_transformers(family: ModelFamily, what: str = "the model") -> None:
         raise UserError(
             f"{what} is a {family.display} model ({family.name}); it needs transformers >= "
             f"{family.min_transformers}, but {installed} is installed."
+        )
+
+
+def require_vllm_architecture(
+    family: ModelFamily, supported: Any, vllm_version: str, what: str = "the model"
+) -> None:
+    """Check vLLM registers ``family``'s architecture (``supported``: ``vllm.ModelRegistry.get_supported_archs()``).
+
+    Example:
+
+    >>> require_vllm_architecture(get_family("qwen3_vl"), ["Qwen2_5_VLForConditionalGeneration"], "0.10.1", "--model m")
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: --model m is a Qwen3-VL model but vLLM 0.10.1 has no Qwen3VLForConditionalGeneration; install a vLLM that supports Qwen3-VL or use --backend hf.
+
+    Raises:
+        UserError: the architecture is not among ``supported``.
+    """
+    if family.vllm_architecture not in set(supported):
+        raise UserError(
+            f"{what} is a {family.display} model but vLLM {vllm_version} has no {family.vllm_architecture}; "
+            f"install a vLLM that supports {family.display} or use --backend hf."
         )
 
 

@@ -109,6 +109,14 @@ class VLLMBackend:
         chunk_size: int = 2048,
     ) -> None:
         vllm = import_vllm()
+        from evaluators.model_family import model_family, require_vllm_architecture
+
+        require_vllm_architecture(
+            model_family(model),
+            vllm.ModelRegistry.get_supported_archs(),
+            vllm.__version__,
+            f"--model {model}",
+        )
         kwargs: dict[str, Any] = {
             "model": model,
             "tensor_parallel_size": tensor_parallel_size,

@@ -54,5 +54,5 @@ constraints: install  ## re-pin constraints.txt from the current .venv
 	   $(BIN)/pip freeze --exclude-editable | grep -vi '^unitune'; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean:  ## remove caches and run outputs (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache .hypothesis demo_out eval_out
+	rm -rf .pytest_cache .ruff_cache .hypothesis demo_out
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -53,8 +53,9 @@ def test_help_loads_no_heavy_package(argv: list[str]) -> None:
     assert not imported_modules(*argv) & HEAVY
 
 
-def test_eval_hmer_help_imports_only_its_own_module() -> None:
-    loaded = imported_modules("eval", "hmer", "--help")
+@pytest.mark.parametrize("evaluator", ["hmer", "fer"])
+def test_evaluator_help_loads_no_numpy(evaluator: str) -> None:
+    loaded = imported_modules("eval", evaluator, "--help")
     assert "numpy" not in loaded and "nltk" not in loaded
     assert not loaded & HEAVY
 

@@ -14,9 +14,10 @@ than scoring every FERBench file. The protocols differ in which labels the macro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["compute_metrics", "empty_metrics"]
 
@@ -71,6 +72,8 @@ def compute_metrics(
     labels = list(labels)
     if not true_labels:
         return empty_metrics(labels)
+    import numpy as np  # here, not at module level: `unitune eval fer --help` stays light
+
     # Integer codes in sorted label order: sklearn's classes are the sorted union of the labels seen.
     names = sorted({*labels, *true_labels, *pred_labels})
     codes = {label: code for code, label in enumerate(names)}
@@ -102,6 +105,8 @@ def compute_metrics(
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """``numerator / denominator`` in float64, 0 where the denominator is 0 (``zero_division=0``)."""
+    import numpy as np
+
     denominator = denominator.astype(np.float64)
     zero = denominator == 0
     denominator[zero] = 1
@@ -114,6 +119,8 @@ def _prf(
     tp: np.ndarray, true: np.ndarray, pred: np.ndarray, codes: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class precision, recall and F1 of ``codes`` (in that order), as sklearn computes them."""
+    import numpy as np
+
     tp, true, pred = tp[codes], true[codes], pred[codes]
     f1 = _divide(2.0 * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
     return _divide(tp, pred), _divide(tp, true), f1

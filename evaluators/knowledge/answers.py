@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,54 +34,67 @@ _NON_SPACE = re.compile(r"\S")
 _THINK_THEN_ANSWER = re.compile(r"</think>\s*<answer>")
 
 
+_UP_TO_LAST_CLOSE = re.compile(r".*</answer>", re.DOTALL)
+_UP_TO_LAST_CLOSE_I = re.compile(r".*</answer>", re.DOTALL | re.IGNORECASE)
+_SPAN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_SPAN_I = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+
+
+def _spans(text: str, ignore_case: bool):
+    """``finditer`` of the span regex, stopped at the last ``</answer>``.
+
+    Past the last close a span regex would scan to the end from every ``<answer>`` (the quadratic case);
+    before it, every attempt ends at the next close and matches never overlap, so the scan is linear.
+    """
+    last = (_UP_TO_LAST_CLOSE_I if ignore_case else _UP_TO_LAST_CLOSE).match(text)
+    if last is None:
+        return iter(())
+    return (_SPAN_I if ignore_case else _SPAN).finditer(text, 0, last.end())
+
+
 def _answer_spans(text: str, ignore_case: bool):
     """Yield ``(start, end)`` of the content of each ``<answer>(.*?)</answer>`` match (DOTALL), left to right."""
-    opener, closer = (_OPEN_I, _CLOSE_I) if ignore_case else (_OPEN, _CLOSE)
-    pos = 0
+    for match in _spans(text, ignore_case):
+        yield match.span(1)
+
+
+def _last_solid(text: str, lo: int, hi: int) -> int:
+    """Index of the last non-space in ``text[lo:hi]``, or ``lo - 1``; looks back in growing windows."""
+    width = 64
     while True:
-        opened = opener.search(text, pos)
-        if opened is None:
-            return
-        closed = closer.search(text, opened.end())
-        if closed is None:
-            return
-        yield opened.end(), closed.start()
-        pos = closed.end()
+        start = max(lo, hi - width)
+        kept = len(text[start:hi].rstrip())
+        if kept or start == lo:
+            return start + kept - 1
+        width *= 4
 
 
 def _padded_first(text: str, ignore_case: bool) -> str | None:
     """``re.search(r"<answer>\\s*(.*?)\\s*</answer>")`` (no DOTALL) group 1, in linear time.
 
-    From an ``<answer>`` the match ends at the first ``</answer>`` after it, provided the content between
-    them, stripped of surrounding whitespace, holds no newline (``.`` stops at ``\\n``). The newline and
-    the first non-space after it are cached, so a line of many ``<answer>`` tags is scanned once.
+    From an ``<answer>`` the match can only end at the first ``</answer>`` after it, and only if the content
+    between them, stripped, holds no newline (``.`` stops at ``\\n``). The ``<answer>`` tags before one
+    ``</answer>`` form a group (:func:`_answer_spans` yields one per group, left to right, in linear time);
+    the first tag of a group wins unless its stripped content holds a newline; then the first later tag
+    of the group whose content starts after that newline's line wins, if any.
     """
-    opener, closer = (_OPEN_I, _CLOSE_I) if ignore_case else (_OPEN, _CLOSE)
-    pos, close_at, newline, after_newline = 0, -1, -1, -1
-    while True:
-        opened = opener.search(text, pos)
-        if opened is None:
-            return None
-        start = opened.end()
-        if close_at < start:
-            closed = closer.search(text, start)
-            if closed is None:
-                return None
-            close_at = closed.start()
-        first = _NON_SPACE.search(text, start).start()  # close_at is a non-space, so this exists
-        if first == close_at:
-            return ""
-        if not first <= newline < close_at:
-            found = text.find("\n", first, close_at)
-            newline = found if found >= 0 else close_at
-            after_newline = -1
-        if newline == close_at:
-            return text[first:close_at].rstrip()
-        if after_newline < newline:
-            after_newline = _NON_SPACE.search(text, newline).start()
-        if after_newline == close_at:
-            return text[first:newline].rstrip()
-        pos = opened.start() + 1
+    opener = _OPEN_I if ignore_case else _OPEN
+    for match in _spans(text, ignore_case):
+        start, close_at = match.span(1)
+        content = match.group(1).strip()
+        if "\n" not in content:
+            return content
+        if opener.search(text, start, close_at) is None:
+            continue  # the only tag before this close fails
+        first = _NON_SPACE.search(text, start).start()
+        end = _last_solid(text, first, close_at)
+        solid = _last_solid(text, first, text.rfind("\n", first, end))
+        candidate = opener.search(
+            text, max(start - len("<answer>") + 1, solid - len("<answer>") + 1), close_at
+        )
+        if candidate is not None:
+            return text[candidate.end() : close_at].strip()
+    return None
 
 
 def search_answer(pattern: re.Pattern[str], text: str) -> str | None:
@@ -144,12 +158,10 @@ def extract_answer(text: str | None) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    last = None
-    for span in _answer_spans(text, ignore_case=True):
-        last = span
-    if last is None:
+    last = deque(_spans(text, ignore_case=True), maxlen=1)
+    if not last:
         return None
-    return text[last[0] : last[1]].strip().casefold()
+    return last[0].group(1).strip().casefold()
 
 
 def completion_text(completion: Any) -> str:

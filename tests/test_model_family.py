@@ -92,3 +92,9 @@ def test_every_llamafactory_recipe_uses_its_familys_template():
         assert recipe["template"] == family.template, f"{path.name}: {model} trains with {family.template}"
         checked += 1
     assert checked >= 2
+
+
+def test_every_family_stops_where_the_inference_default_stops():
+    from evaluators.inference.sampling import DEFAULT_STOP
+
+    assert all(family.stop == DEFAULT_STOP for family in FAMILIES.values())

@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from evaluators.model_family import DEFAULT_FAMILY
+
 __all__ = [
     "DEFAULT_STOP",
     "TASK_PRESETS",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 #: Qwen's end-of-turn and end-of-text tokens.
-DEFAULT_STOP: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+DEFAULT_STOP: tuple[str, ...] = DEFAULT_FAMILY.stop  # the same for Qwen2.5-VL, Qwen3-VL and Qwen3.5
 
 
 @dataclass(frozen=True)

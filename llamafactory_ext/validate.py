@@ -456,6 +456,9 @@ def _report(target: str, count: int, problems: list[Problem], max_errors: int) -
         logger.error("%s: %s", target, problem)
     if len(problems) > max_errors:
         logger.error("… %d more problems not shown (--max-errors)", len(problems) - max_errors)
+    if not problems and count == 0:
+        logger.error("%s: 0 records: an empty dataset has nothing to train on.", target)
+        return 1
     if not problems:
         logger.info("%s: %d records, all valid.", target, count)
         return 0

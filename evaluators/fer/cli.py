@@ -32,6 +32,7 @@ from evaluators.fer.report import (
 )
 from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_jsonl_atomic
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS
+from evaluators.outputs import OutputSet
 from evaluators.provenance import model_from_inference_meta
 
 __all__ = ["add_arguments", "run"]
@@ -95,25 +96,27 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("a FILE named total(_results).json would clash with --total's total_metrics.json.")
     ensure_output_dir(args.out_dir, "--out-dir")
     loaded_files = [load_results(f, args.dataset, allow_torn=args.allow_torn) for f in args.files]
-    out_dir: Path = args.out_dir
     summary: list[tuple[str, ProtocolScore]] = []
-    for stem, loaded in zip(stems, loaded_files, strict=True):
-        scores = [score_file(loaded, p) for p in protocols]
-        for score in scores:
-            model = args.model or model_from_inference_meta(loaded.source)
-            path = _write(out_dir, stem, score, loaded.source, both, args.plots, model)
-            logger.info("wrote %s", path)
-            sys.stdout.write(format_report(score, stem) + "\n\n")
-            summary.append((stem, score))
-        samples = write_jsonl_atomic(out_dir / f"{stem}_samples.jsonl", sample_records(loaded, scores))
-        logger.info("wrote %s", samples)
-    if args.total:
-        sources = [f.source for f in loaded_files]
-        for protocol in protocols:
-            score = score_total(loaded_files, protocol)
-            path = _write(out_dir, "total", score, sources, both, args.plots, args.model)
-            logger.info("wrote %s", path)
-            sys.stdout.write(format_report(score, "total") + "\n\n")
-            summary.append(("total", score))
+    # The files of this run are staged, then published together: a kill leaves the old set or the new one.
+    with OutputSet(args.out_dir, "eval-fer") as out:
+        staged: Path = out.path("x").parent
+        for stem, loaded in zip(stems, loaded_files, strict=True):
+            scores = [score_file(loaded, p) for p in protocols]
+            for score in scores:
+                model = args.model or model_from_inference_meta(loaded.source)
+                path = _write(staged, stem, score, loaded.source, both, args.plots, model)
+                logger.info("wrote %s", args.out_dir / path.name)
+                sys.stdout.write(format_report(score, stem) + "\n\n")
+                summary.append((stem, score))
+            samples = write_jsonl_atomic(staged / f"{stem}_samples.jsonl", sample_records(loaded, scores))
+            logger.info("wrote %s", args.out_dir / samples.name)
+        if args.total:
+            sources = [f.source for f in loaded_files]
+            for protocol in protocols:
+                score = score_total(loaded_files, protocol)
+                path = _write(staged, "total", score, sources, both, args.plots, args.model)
+                logger.info("wrote %s", args.out_dir / path.name)
+                sys.stdout.write(format_report(score, "total") + "\n\n")
+                summary.append(("total", score))
     sys.stdout.write(format_comparison(summary) + "\n")
     return 0

@@ -514,6 +514,8 @@ def build_file(
     logger.info("%s -> %s", stats.summary(task), output_path)
     if stats.rejected:
         logger.warning("%d rejected records listed in %s", stats.rejected, rejected_path(output_path))
-    if register:
+    if register and stats.written == 0:
+        logger.error("%s: every record was rejected; %r is not registered.", output_path, register)
+    elif register:
         register_dataset(register, output_path, dataset_dir, force=force)
     return stats

@@ -1,7 +1,8 @@
 """Build a tiny random Qwen2.5-VL (model, tokenizer, processor) offline, for tests and the demo.
 
-The model is a real ``Qwen2_5_VLForConditionalGeneration`` with hidden size 64, 2 text layers and a
-2-block vision tower; the tokenizer is a byte-level BPE trained here on a small built-in corpus, with
+The model is a real ``Qwen2_5_VLForConditionalGeneration`` with hidden size 64 (2 heads of 32, the
+smallest head size vLLM's CPU attention runs), 2 text layers and a 2-block vision tower, and a
+``config.json`` that names its class at the top level as hub checkpoints do (vLLM reads it there); the tokenizer is a byte-level BPE trained here on a small built-in corpus, with
 Qwen's 14 special tokens and Qwen2-VL's chat template. Everything LLaMA-Factory, TRL, transformers and
 vLLM read from a Qwen2.5-VL checkpoint folder is written, so their real loading code runs on it.
 The same call writes the same bytes every time (fixed seed, fixed corpus, sorted JSON).
@@ -67,6 +68,12 @@ _MIN_PIXELS = 56 * 56
 _MAX_PIXELS = 112 * 112
 _BPE_VOCAB_SIZE = 640
 _SEED = 0
+
+#: transformers' default weight std: the text model is then nearly uniform (greedy decoding prints the same
+#: token for every input), which keeps the training tests' losses near log(vocab) and sampled completions
+#: free of any one token. ``0.2`` makes greedy outputs depend on the image and prompt, which the backend
+#: comparison tests need (``unitune tiny-model DIR --initializer-range 0.2``).
+DEFAULT_INITIALIZER_RANGE = 0.02
 
 _CORPUS = [
     "I have an image of a handwritten mathematical expression. Please write out the expression of the "
@@ -149,20 +156,23 @@ def qwen2_5_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwarg
     )
 
 
-def _build_config(tokenizer):
-    head_dim = 16  # hidden 64 / 4 heads; mrope sections must sum to head_dim / 2
+def _build_config(tokenizer, initializer_range: float = DEFAULT_INITIALIZER_RANGE):
+    # hidden 64 / 2 heads = head size 32, the smallest vLLM's CPU attention supports (32, 64, 80, ...);
+    # mrope sections must sum to head_dim / 2.
+    head_dim = 32
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
         "max_position_embeddings": 4096,
         "max_window_layers": 2,
         "rope_theta": 1000000.0,
-        "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [2, 3, 3]},
+        "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [4, 6, 6]},
         "tie_word_embeddings": True,
+        "initializer_range": initializer_range,
     }
     assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
     vision_config = {
@@ -177,14 +187,15 @@ def _build_config(tokenizer):
         "window_size": 112,
         "fullatt_block_indexes": [1],
     }
-    return qwen2_5_vl_config(tokenizer, text_config, vision_config)
+    return qwen2_5_vl_config(tokenizer, text_config, vision_config, initializer_range=initializer_range)
 
 
-def build_tiny_model(out_dir: str | Path) -> Path:
+def build_tiny_model(out_dir: str | Path, initializer_range: float = DEFAULT_INITIALIZER_RANGE) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (weights, config, tokenizer, processor) to ``out_dir``.
 
     Args:
-        out_dir (`str` or `Path`): folder to create or overwrite; about 0.7 MB is written.
+        out_dir (`str` or `Path`): folder to create or overwrite; about 0.8 MB is written.
+        initializer_range (`float`): std of the random text weights (see ``DEFAULT_INITIALIZER_RANGE``).
 
     Returns:
         `Path`: ``out_dir``, loadable with ``AutoProcessor`` and ``AutoModelForImageTextToText``.
@@ -209,7 +220,7 @@ def build_tiny_model(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = _build_config(tokenizer)
+    config = _build_config(tokenizer, initializer_range)
 
     torch.manual_seed(_SEED)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
@@ -238,9 +249,21 @@ def build_tiny_model(out_dir: str | Path) -> Path:
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    _declare_architecture(out / "config.json")
     _canonicalise_json(out)
     logger.info("tiny Qwen2.5-VL written to %s (%.1f kB)", out, _folder_kb(out))
     return out
+
+
+def _declare_architecture(config_path: Path) -> None:
+    """Write the top-level ``architectures`` that transformers 4.57 puts only inside ``text_config``.
+
+    vLLM (and the hub's real checkpoints) read the model class from the top level; without it vLLM resolves
+    ``Qwen2_5_VLModel`` and refuses to generate.
+    """
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["architectures"] = ["Qwen2_5_VLForConditionalGeneration"]
+    config_path.write_text(json.dumps(config), encoding="utf-8")
 
 
 def _canonicalise_json(folder: Path) -> None:
@@ -288,9 +311,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="qwen2_5_vl",
         help="backbone family of the tiny model (default: qwen2_5_vl)",
     )
+    parser.add_argument(
+        "--initializer-range",
+        type=float,
+        default=DEFAULT_INITIALIZER_RANGE,
+        help=f"qwen2_5_vl: std of the random text weights (default {DEFAULT_INITIALIZER_RANGE}; 0.2 gives "
+        "input-dependent greedy outputs, for comparing inference backends)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``unitune tiny-model OUT_DIR [--family FAMILY]``."""
-    build_tiny(args.out_dir, args.family)
+    """Run ``unitune tiny-model OUT_DIR [--family FAMILY] [--initializer-range STD]``."""
+    if args.initializer_range == DEFAULT_INITIALIZER_RANGE:
+        build_tiny(args.out_dir, args.family)
+        return 0
+    from evaluators.errors import UserError
+
+    if args.family != "qwen2_5_vl":
+        raise UserError(f"--initializer-range is only for --family qwen2_5_vl, got --family {args.family}.")
+    if not 0 < args.initializer_range <= 1:
+        raise UserError(f"--initializer-range must be in (0, 1], got {args.initializer_range}.")
+    build_tiny_model(args.out_dir, args.initializer_range)
     return 0

@@ -192,13 +192,16 @@ def test_vllm_backend_generate_path_without_vllm(tmp_path):
         def generate(self, inputs, params, use_tqdm):
             calls.append((inputs, params))
             return [
-                SimpleNamespace(outputs=[SimpleNamespace(text=f" out{i}<|im_end|>")] * p["n"])
+                SimpleNamespace(outputs=[SimpleNamespace(token_ids=(i,))] * p["n"])
                 for i, p in enumerate(params)
             ]
 
     backend = object.__new__(VLLMBackend)
     backend._vllm = SimpleNamespace(SamplingParams=lambda **kw: kw)
     backend.llm = _FakeLLM()
+    backend.processor = SimpleNamespace(
+        batch_decode=lambda ids, skip_special_tokens: [f" out{x[0]}<|im_end|>" for x in ids]
+    )
     sampling = resolve_sampling("hmer", {"n": 2, "seed": 7})
     outputs = backend.generate(prepared, sampling)
     assert len(calls) == 1 and calls[0][0] == build_vllm_inputs(prepared)

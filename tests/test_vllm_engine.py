@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,7 +39,7 @@ pytestmark = [
     ),
 ]
 
-GREEDY = ["--temperature", "0", "--dtype", "float32", "--max-new-tokens", "24", "--no-progress"]
+GREEDY = ["--temperature", "0", "--dtype", "float32", "--max-new-tokens", "16", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def _export_merged(base: Path, tmp_path: Path, name: str) -> Path:
     merged = tmp_path / name
     result = subprocess.run(
         [
-            str(REPO / ".venv" / "bin" / "llamafactory-cli"),
+            str(Path(sys.executable).parent / "llamafactory-cli"),
             "export",
             "recipes/unimumer_merge_lora.yaml",
             f"model_name_or_path={base}",
@@ -204,24 +206,16 @@ def test_vllm_matches_transformers_on_a_llamafactory_export(varied_model, demo_i
     result = _vllm_infer(vllm_env, "--model", str(merged), "--out-dir", str(vllm_out), *hmer, *GREEDY)
     assert "no top-level `architectures`" in result.stderr
     _assert_same_outputs(hf_out, vllm_out, ["hmer_demo_test_infer.jsonl"])
-    base_preds = _lines(hf_out / "hmer_demo_test_infer.jsonl")
-    assert (
-        unitune(
-            [
-                "infer",
-                "--backend",
-                "hf",
-                "--model",
-                str(varied_model),
-                "--out-dir",
-                str(tmp_path / "base"),
-                *hmer,
-                *GREEDY,
-            ]
-        )
-        == 0
+    from safetensors.torch import load_file
+
+    merged_weights, base_weights = (
+        load_file(merged / "model.safetensors"),
+        load_file(base / "model.safetensors"),
     )
-    assert _lines(tmp_path / "base" / "hmer_demo_test_infer.jsonl") != base_preds, "the merge changed nothing"
+    assert merged_weights.keys() == base_weights.keys()
+    assert any(not t.equal(base_weights[name]) for name, t in merged_weights.items()), (
+        "the merge changed nothing"
+    )
 
 
 def test_kill_9_mid_run_then_resume_with_vllm(varied_model, demo_inputs, vllm_env, tmp_path):
@@ -265,7 +259,10 @@ def test_kill_9_mid_run_then_resume_with_vllm(varied_model, demo_inputs, vllm_en
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line parses
     assert Counter(row["id"] for row in rows) == {f"r{k:02d}": 1 for k in range(total)}
     assert {row["sample_index"] for row in rows} == {0}
-    assert f"{total} records ({written} done earlier, {total - written} generated now" in result.stderr
+    summary = re.search(r"(\d+) records \((\d+) done earlier, .*?(\d+) generated now", result.stderr)
+    assert summary and summary.groups() == (str(total), str(written), str(total - written)), result.stderr[
+        -2000:
+    ]
     # greedy: records with the same image and prompt got the same text before and after the kill
     by_image: dict[str, set[str]] = {}
     for row in rows:

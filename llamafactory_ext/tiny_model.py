@@ -21,6 +21,7 @@ __all__ = [
     "build_tiny_model",
     "build_tokenizer",
     "qwen2_5_vl_config",
+    "qwen_vl_config_kwargs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,30 @@ def build_tokenizer():
     return tokenizer
 
 
+def qwen_vl_config_kwargs(tokenizer, text_config: dict, vision_config: dict) -> dict:
+    """The config arguments every Qwen-VL family shares: sizes plus special-token ids read from ``tokenizer``.
+
+    One wiring for :func:`qwen2_5_vl_config` and ``tiny_qwen3_vl.qwen3_vl_config``: the text model's
+    bos/eos/pad ids and the image/video/vision-span ids all point at the tokenizer's Qwen special tokens.
+    """
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
+    special = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    return {
+        "text_config": {**text_config, **special},
+        "vision_config": vision_config,
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "tie_word_embeddings": True,
+        **special,
+    }
+
+
 def qwen2_5_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs):
     """A ``Qwen2_5_VLConfig`` of the given sizes whose special-token ids point at ``tokenizer``'s Qwen tokens.
 
@@ -137,23 +162,7 @@ def qwen2_5_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwarg
     """
     from transformers import Qwen2_5_VLConfig
 
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
-    special = {
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
-    return Qwen2_5_VLConfig(
-        text_config={**text_config, **special},
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-        **special,
-        **kwargs,
-    )
+    return Qwen2_5_VLConfig(**qwen_vl_config_kwargs(tokenizer, text_config, vision_config), **kwargs)
 
 
 def _build_config(tokenizer, initializer_range: float = DEFAULT_INITIALIZER_RANGE):

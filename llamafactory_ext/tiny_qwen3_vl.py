@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from evaluators.model_family import QWEN3_VL
-from llamafactory_ext.tiny_model import QWEN_SPECIAL_TOKENS, _canonicalise_json, build_tokenizer
+from llamafactory_ext.tiny_model import _canonicalise_json, build_tokenizer, qwen_vl_config_kwargs
 
 __all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config"]
 
@@ -48,22 +48,9 @@ def qwen3_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs)
     """A ``Qwen3VLConfig`` of the given sizes whose special-token ids point at ``tokenizer``'s Qwen tokens."""
     from transformers import Qwen3VLConfig
 
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
-    special = {
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
     return Qwen3VLConfig(
-        text_config={**text_config, **special},
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        **qwen_vl_config_kwargs(tokenizer, text_config, vision_config),
         architectures=[QWEN3_VL.hf_class],
-        **special,
         **kwargs,
     )
 

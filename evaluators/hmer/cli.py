@@ -176,6 +176,26 @@ def metrics_document(
     }
 
 
+def _sample_rows(result: HmerResult) -> Iterator[tuple]:
+    """``(index, (id, gt, pred, gt_tokens, pred_tokens, alignment, edit_score))`` per sample, in input order."""
+    scores = result.edit_scores or [
+        edit_score(a.distance, len(g), len(p))
+        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
+    ]
+    return enumerate(
+        zip(
+            result.ids,
+            result.gts,
+            result.preds,
+            result.gt_tokens,
+            result.pred_tokens,
+            result.alignments,
+            scores,
+            strict=True,
+        )
+    )
+
+
 def sample_records(result: HmerResult) -> Iterator[dict]:
     """One ``<stem>_samples.jsonl`` row per sample: id, distance, edit score, texts and edit ops.
 
@@ -188,22 +208,7 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
     >>> row["distance"], row["ops"]
     (1, [{'op': 'replace', 'gt': ['1'], 'pred': ['7'], 'gt_span': [2, 3], 'pred_span': [2, 3]}])
     """
-    scores = result.edit_scores or [
-        edit_score(a.distance, len(g), len(p))
-        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
-    ]
-    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in enumerate(
-        zip(
-            result.ids,
-            result.gts,
-            result.preds,
-            result.gt_tokens,
-            result.pred_tokens,
-            result.alignments,
-            scores,
-            strict=True,
-        )
-    ):
+    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in _sample_rows(result):
         yield {
             "index": index,
             "id": sample_id,
@@ -239,22 +244,7 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     True
     """
     string = encode_basestring
-    scores = result.edit_scores or [
-        edit_score(a.distance, len(g), len(p))
-        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
-    ]
-    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in enumerate(
-        zip(
-            result.ids,
-            result.gts,
-            result.preds,
-            result.gt_tokens,
-            result.pred_tokens,
-            result.alignments,
-            scores,
-            strict=True,
-        )
-    ):
+    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in _sample_rows(result):
         ops = "[]"
         if alignment.ops:
             ops = (

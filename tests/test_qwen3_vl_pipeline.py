@@ -1,14 +1,18 @@
 """Qwen3-VL end to end on the tiny model: the real `llamafactory-cli train` + `export` with the Qwen3-VL recipe,
-then `unitune infer --backend hf` and `unitune eval-all` on the exported folder."""
+then `unitune infer --backend hf`, `make eval-all` and a 2-step GRPO run on the exported folder."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_llamafactory_train import REPO, _cli, _hmer_dataset
 
+import trl_grpo.train as T
 from evaluators.cli import main as unitune
 from llamafactory_ext.hmer.prompts import human_prompt
 
@@ -109,8 +113,24 @@ def test_qwen3_vl_recipe_trains_exports_and_serves(tiny_qwen3_vl_dir, tmp_path):
         "datasets:\n  - {name: CROHME 2014, task: hmer, input: crohme_2014.json, paper: 82.05}\n",
         encoding="utf-8",
     )
+    # the README's own command, on this interpreter's venv (-o: never reinstall)
     eval_out = tmp_path / "eval_all"
-    argv = ["eval-all", "--model", str(exported), "--config", str(suite), "--out-dir", str(eval_out)]
-    assert unitune([*argv, "--no-progress"]) == 0
+    venv = Path(sys.executable).parent.parent
+    make = ["make", "-o", str(venv / ".unitune-installed"), f"VENV={venv}", "eval-all"]
+    args = [f"MODEL={exported}", f"CONFIG={suite}", f"OUT={eval_out}", "ARGS=--no-progress"]
+    done = subprocess.run([*make, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((eval_out / "summary.json").read_text())
     assert [(d["name"], d["status"]) for d in summary["datasets"]] == [("CROHME 2014", "ok")]
+
+    # GRPO (2 steps, CPU smoke settings) starting from the exported Qwen3-VL
+    grpo_out = tmp_path / "grpo"
+    script, targs, model_args, mixture = T.parse_args(
+        [str(a) for a in ("--config", REPO / "recipes" / "unimumer_grpo.yaml", "--smoke", "--tiny_model", "false",
+                          "--model_name_or_path", exported, "--output_dir", grpo_out)]
+    )  # fmt: skip
+    trainer = T.train(script, targs, model_args, mixture)
+    assert type(trainer.model).__name__ == "Qwen3VLForConditionalGeneration"
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(steps) == 2 and all(math.isfinite(log["loss"]) for log in steps), steps
+    assert any(log["grad_norm"] > 0 for log in steps), steps

@@ -19,8 +19,11 @@ __all__ = ["git_revision", "model_from_inference_meta", "provenance", "unitune_v
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
+@lru_cache(maxsize=1)
 def unitune_version() -> str:
     """The installed distribution's version, else the package attribute (running from a checkout).
+
+    Cached: reading the installed metadata costs milliseconds, and every metrics file of a run asks for it.
 
     Example:
 

@@ -18,6 +18,7 @@ token_edits_per_gt_char in the JSON, next to a true character error rate (cer).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from evaluators.hmer.metrics import (
     gc_paused,
 )
 from evaluators.hmer.upstream_report import format_upstream_results, upstream_rounded
-from evaluators.io_utils import atomic_write_json, atomic_write_text, ensure_output_dir, write_lines_atomic
+from evaluators.io_utils import ensure_output_dir
 from evaluators.knowledge.latex import EXTRACT_MODES
 from evaluators.outputs import OutputSet
 from evaluators.provenance import model_from_inference_meta, provenance, unitune_version
@@ -320,11 +321,10 @@ def _run(args: argparse.Namespace) -> int:
         for stem, loaded in zip(stems, loaded_files, strict=True):
             result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
             analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
-            atomic_write_text(out.path(f"{stem}_results.txt"), format_upstream_results(result))
-            atomic_write_json(
-                out.path(f"{stem}_metrics.json"), metrics_document(result, loaded, analysis, args.model)
-            )
-            write_lines_atomic(out.path(f"{stem}_samples.jsonl"), sample_lines(result))
+            out.write_text(f"{stem}_results.txt", format_upstream_results(result))
+            document = metrics_document(result, loaded, analysis, args.model)
+            out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+            out.write_lines(f"{stem}_samples.jsonl", sample_lines(result))
             if args.plots:
                 plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
             else:

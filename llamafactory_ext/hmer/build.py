@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from json.encoder import encode_basestring as _encode  # json.dumps(str, ensure_ascii=False)
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +52,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 EDL_TASKS = ("error_find", "error_fix")
+#: Paths are resolved component by component (a file below a missing folder cannot exist).
+_POSIX_PATHS = os.name == "posix"
 
 
 @dataclass
@@ -90,6 +93,27 @@ def _sharegpt(prompt: str, answer: str, image: str) -> dict[str, Any]:
     }
 
 
+def _target(task: str, latex: str, pred: str | None = None) -> tuple[str, str]:
+    """``(human turn, answer)`` of one record; raises like :func:`make_record`."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+    if not latex.strip():
+        raise ValueError("empty LaTeX label")
+    if task == "vanilla":
+        return human_prompt(task), latex
+    if task == "tree":
+        return human_prompt(task), tree_answer(latex)
+    if task == "can":
+        return human_prompt(task), can_answer(latex)
+    if pred is None:
+        raise ValueError(f"{task} needs a prediction")
+    marked = mark_errors(latex, pred)
+    if task == "error_find":
+        return human_prompt(task, pred=" ".join(pred.split())), marked
+    answer = "\n".join([*correction_log(latex, pred), " ".join(latex.split())])
+    return human_prompt(task, marked=marked), answer
+
+
 def make_record(task: str, image: str, latex: str, pred: str | None = None) -> dict[str, Any]:
     r"""One sharegpt record of ``task`` for an image and its label (and a wrong prediction for EDL).
 
@@ -105,23 +129,51 @@ def make_record(task: str, image: str, latex: str, pred: str | None = None) -> d
     >>> make_record("error_fix", "a.png", "x ^ { 2 }", "x ^ { 3 }")["messages"][1]["value"]
     'REPLACE:3 -> 2\nx ^ { 2 }'
     """
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
-    if not latex.strip():
-        raise ValueError("empty LaTeX label")
+    prompt, answer = _target(task, latex, pred)
+    return _sharegpt(prompt, answer, image)
+
+
+#: Labels whose targets one build remembers (corpora repeat expressions: CROHME's 5,632 test labels hold
+#: 4,762 distinct ones). Bounded, so memory stays flat on any input.
+ANSWER_CACHE_SIZE = 1 << 15
+
+
+def _label_answers(task: str) -> Callable[[str], tuple[str | None, str | None]]:
+    r"""``latex -> (answer, None)`` or ``(None, rejection reason)`` for ``vanilla``, ``tree`` and ``can``.
+
+    The targets of these tasks are pure functions of the label string, so they are memoised per distinct
+    label (:data:`ANSWER_CACHE_SIZE`, least recently used dropped first); rejections are remembered too.
+
+    Example:
+
+    >>> answer = _label_answers("tree")
+    >>> answer("x ^ { 2 }")
+    ('x\n\t2 (sup)\nx ^ { 2 }', None)
+    >>> answer("x ^ 2"), answer("  ")
+    ((None, 'tree parse error: ^ not with {'), (None, 'bad record: empty LaTeX label'))
+    """
     if task == "vanilla":
-        return _sharegpt(human_prompt(task), latex, image)
-    if task == "tree":
-        return _sharegpt(human_prompt(task), tree_answer(latex), image)
-    if task == "can":
-        return _sharegpt(human_prompt(task), can_answer(latex), image)
-    if pred is None:
-        raise ValueError(f"{task} needs a prediction")
-    marked = mark_errors(latex, pred)
-    if task == "error_find":
-        return _sharegpt(human_prompt(task, pred=" ".join(pred.split())), marked, image)
-    answer = "\n".join([*correction_log(latex, pred), " ".join(latex.split())])
-    return _sharegpt(human_prompt(task, marked=marked), answer, image)
+
+        def vanilla(latex: str) -> tuple[str | None, str | None]:
+            if not latex or latex.isspace():  # == not latex.strip(), without a copy
+                return None, "bad record: empty LaTeX label"
+            return latex, None
+
+        return vanilla
+    target = {"tree": tree_answer, "can": can_answer}[task]
+
+    @lru_cache(maxsize=ANSWER_CACHE_SIZE)
+    def memoised(latex: str) -> tuple[str | None, str | None]:
+        if not latex or latex.isspace():
+            return None, "bad record: empty LaTeX label"
+        try:
+            return target(latex), None
+        except TreeParseError as err:
+            return None, f"tree parse error: {err}"
+        except ValueError as err:
+            return None, f"bad record: {err}"
+
+    return memoised
 
 
 def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
@@ -129,7 +181,15 @@ def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
 
 
 class _ImageChecker:
-    """Resolve image paths once (LRU) and choose the path to write (see :mod:`llamafactory_ext.media`)."""
+    """Find each image the way :func:`resolve_image` does and choose the path to write (see :mod:`llamafactory_ext.media`).
+
+    Once per record of a million-record build, so a folder found missing is remembered: a file below a
+    missing folder cannot exist (POSIX path resolution needs every component), and the two ``stat`` calls
+    per image are skipped. Images in existing folders are looked up one by one, exactly as before.
+    """
+
+    #: How many image folders to remember before starting afresh (memory stays bounded on any input).
+    MAX_FOLDERS = 4096
 
     def __init__(
         self,
@@ -139,15 +199,39 @@ class _ImageChecker:
         media_dir: str | os.PathLike | None = None,
     ) -> None:
         self.check, self.absolute, self.media_dir = check, absolute, media_dir
-        self._resolve: Callable[[str], Path | None] = lru_cache(maxsize=8192)(
-            lambda image: resolve_image(image, root)
-        )
+        self.root = None if root is None else os.fspath(root)
+        self.passthrough = not check and not absolute and media_dir is None
+        # folder part of an image path -> (root/folder is a folder, folder is a folder from the working dir)
+        self._folders: dict[str, tuple[bool, bool]] = {}
+
+    def _folders_exist(self, folder: str) -> tuple[bool, bool]:
+        known = self._folders.get(folder)
+        if known is None:
+            if len(self._folders) >= self.MAX_FOLDERS:
+                self._folders.clear()
+            in_root = self.root is not None and os.path.isdir(os.path.join(self.root, folder or "."))
+            known = self._folders[folder] = (in_root, os.path.isdir(folder or "."))
+        return known
+
+    def find(self, image: str) -> Path | None:
+        """:func:`resolve_image` (``root/image``, then ``image``), skipping files of missing folders."""
+        if not _POSIX_PATHS:
+            return resolve_image(image, self.root)
+        cut = image.rfind("/")
+        in_root, in_cwd = self._folders_exist(image[:cut] if cut > 0 else "/" if cut == 0 else "")
+        if in_root:
+            candidate = os.path.join(self.root, image)  # type: ignore[arg-type]  # in_root implies a root
+            if os.path.isfile(candidate):
+                return Path(candidate)
+        if in_cwd and os.path.isfile(image):
+            return Path(image)
+        return None
 
     def __call__(self, image: str) -> tuple[str | None, str | None]:
         """``(path to write, None)`` or ``(None, reason)``."""
-        if not self.check and not self.absolute and self.media_dir is None:
+        if self.passthrough:
             return image, None
-        found = self._resolve(image)
+        found = self.find(image)
         if found is None:
             if self.check:
                 return None, f"missing image: {image}"
@@ -286,24 +370,63 @@ def iter_build(
             absolute. ``None`` writes paths as given.
         stats (`BuildStats`, *optional*): updated in place.
     """
+    for row in _iter_rows(
+        records,
+        task,
+        predictions=predictions,
+        image_root=image_root,
+        check_images=check_images,
+        absolute_images=absolute_images,
+        media_dir=media_dir,
+        stats=stats if stats is not None else BuildStats(),
+    ):
+        if type(row) is tuple:
+            yield _sharegpt(*row), None
+        else:
+            yield None, row
+
+
+def _iter_rows(
+    records: Iterable[HmerSample | dict],
+    task: str,
+    *,
+    predictions: Iterable[dict] | None,
+    image_root: str | os.PathLike | None,
+    check_images: bool,
+    absolute_images: bool,
+    media_dir: str | os.PathLike | None,
+    stats: BuildStats,
+) -> Iterator[tuple[str, str, str] | dict[str, Any]]:
+    """:func:`iter_build` without the record dicts: ``(prompt, answer, image)`` per record, else the rejection."""
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
     if predictions is not None and task not in EDL_TASKS:
         raise UserError(f"--predictions only applies to error_find / error_fix, not {task}.")
-    stats = stats if stats is not None else BuildStats()
     images = _ImageChecker(image_root, check_images, absolute_images, media_dir)
-    samples = (_as_sample(item, number) for number, item in enumerate(records))
+    samples = (
+        item if type(item) is HmerSample else _as_sample(item, number) for number, item in enumerate(records)
+    )
 
-    def reject(rejected: dict) -> tuple[None, dict]:
+    def reject(rejected: dict) -> dict:
         stats.rejected += 1
         stats.reasons[rejected["reason"].split(":", 1)[0]] += 1
-        return None, rejected
+        return rejected
 
-    if task in EDL_TASKS:
-        pairs: Iterable[tuple[HmerSample, str | None, dict | None]] = _edl_pairs(samples, predictions, stats)
-    else:
-        pairs = ((sample, None, None) for sample in samples)
-    for sample, pred, rejected in pairs:
+    if task not in EDL_TASKS:
+        prompt, answers = human_prompt(task), _label_answers(task)
+        for sample in samples:
+            image, reason = images(sample.image)
+            if reason is not None:
+                yield reject(_reject(sample, reason))
+                continue
+            answer, reason = answers(sample.latex)
+            if reason is not None:
+                yield reject(_reject(sample, reason, latex=sample.latex))
+                continue
+            stats.written += 1
+            yield prompt, answer, image  # type: ignore[misc]  # answer is set when reason is None
+        return
+    for sample, pred, rejected in _edl_pairs(samples, predictions, stats):
         if rejected is not None:
             yield reject(rejected)
             continue
@@ -312,15 +435,12 @@ def iter_build(
             yield reject(_reject(sample, reason))
             continue
         try:
-            record = make_record(task, image, sample.latex, pred)
-        except TreeParseError as err:
-            yield reject(_reject(sample, f"tree parse error: {err}", latex=sample.latex))
-            continue
+            prompt, answer = _target(task, sample.latex, pred)
         except ValueError as err:
             yield reject(_reject(sample, f"bad record: {err}", latex=sample.latex))
             continue
         stats.written += 1
-        yield record, None
+        yield prompt, answer, image  # type: ignore[misc]  # image is set when reason is None
 
 
 def build_dataset(
@@ -371,19 +491,59 @@ class _AtomicLines:
         Path(self.tmp).unlink(missing_ok=True)
 
 
+def _sharegpt_json(prompt_json: str, answer: str, image: str) -> str:
+    r"""``json.dumps(_sharegpt(prompt, answer, image), ensure_ascii=False)``, the prompt given already encoded.
+
+    ``encode_basestring`` is what ``json.dumps(..., ensure_ascii=False)`` writes for a string, and the frame is
+    its text for this dict (default separators), so the bytes are the same without building the dict.
+
+    Example:
+
+    >>> args = ("<image>Q", 'x "1"\n\\frac é', "a.png")
+    >>> _sharegpt_json(_encode(args[0]), *args[1:]) == json.dumps(_sharegpt(*args), ensure_ascii=False)
+    True
+    """
+    return (
+        '{"messages": [{"from": "human", "value": '
+        + prompt_json
+        + '}, {"from": "gpt", "value": '
+        + _encode(answer)
+        + '}], "images": ['
+        + _encode(image)
+        + "]}"
+    )
+
+
 class _JsonListWriter(_AtomicLines):
-    """Stream a JSON list, one compact record per line."""
+    """Stream a JSON list, one compact record per line (written in batches of :attr:`BATCH` lines)."""
+
+    BATCH = 512
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__(path)
         self.count = 0
+        self._flushed = 0
+        self._pending: list[str] = []
         self.handle.write("[")
 
     def write(self, record: Any) -> None:
-        self.handle.write(("\n" if self.count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.write_json(json.dumps(record, ensure_ascii=False))
+
+    def write_json(self, text: str) -> None:
+        """Add one record already encoded as compact JSON (no newline inside)."""
+        self._pending.append(text)
         self.count += 1
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.handle.write(("\n" if self._flushed == 0 else ",\n") + ",\n".join(self._pending))
+            self._flushed += len(self._pending)
+            self._pending.clear()
 
     def commit(self) -> Path:
+        self._flush()
         self.handle.write("\n]\n" if self.count else "]\n")
         return super().commit()
 
@@ -454,15 +614,15 @@ def build_file(
     predictions = None
     if predictions_path is not None:
         predictions = (record for _, record in iter_json_objects(predictions_path))
-        predictions = tqdm(
-            predictions, desc=f"{task} predictions", unit="pred", disable=not progress,
-            total=count_records(predictions_path) if progress else None, mininterval=0.5, maxinterval=2,
-        )  # fmt: skip
-    else:
+        if progress:
+            predictions = tqdm(
+                predictions, desc=f"{task} predictions", unit="pred",
+                total=count_records(predictions_path), mininterval=0.5, maxinterval=2,
+            )  # fmt: skip
+    elif progress:
         samples = tqdm(
-            samples, desc=task, unit="rec", disable=not progress,
-            total=count_records(input_path) if progress else None, mininterval=0.5, maxinterval=2,
-        )  # fmt: skip
+            samples, desc=task, unit="rec", total=count_records(input_path), mininterval=0.5, maxinterval=2
+        )
     output_path = Path(output_path)
     if output_path.is_dir():
         raise UserError(
@@ -474,7 +634,8 @@ def build_file(
         writer = _JsonListWriter(out.path(output_path.name))
         side = _AtomicLines(out.path(rejected_path(output_path).name))
         try:
-            for record, rejected in iter_build(
+            prompt, prompt_json = None, ""
+            for row in _iter_rows(
                 samples,
                 task,
                 predictions=predictions,
@@ -484,15 +645,17 @@ def build_file(
                 media_dir=dataset_dir if media_dir is None else media_dir,
                 stats=stats,
             ):
-                if record is not None:
-                    writer.write(record)
+                if type(row) is tuple:
+                    if row[0] is not prompt:  # one prompt for a whole build, except EDL's
+                        prompt, prompt_json = row[0], _encode(row[0])
+                    writer.write_json(_sharegpt_json(prompt_json, row[1], row[2]))
                     continue
                 if strict:
                     raise UserError(
-                        f"{input_path}: record {rejected['index']} (id {rejected['id']!r}) rejected: "
-                        f"{rejected['reason']} (--strict)."
+                        f"{input_path}: record {row['index']} (id {row['id']!r}) rejected: "
+                        f"{row['reason']} (--strict)."
                     )
-                side.handle.write(json.dumps(rejected, ensure_ascii=False) + "\n")
+                side.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             if stats.written == 0 and stats.rejected == 0:
                 dropped = stats.dropped_correct + stats.dropped_duplicate
                 why = (

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import attrgetter
 from pathlib import Path
 
 from evaluators.hmer.metrics import HmerResult
@@ -50,14 +52,13 @@ STRUCTURES: dict[str, frozenset[str]] = {
 _ALL_MARKERS = frozenset().union(*STRUCTURES.values())
 
 
-def _group_stats(distances: Sequence[int]) -> dict[str, float | int | None]:
-    n = len(distances)
-    exact = sum(1 for d in distances if d == 0)
+def _stats_from_sums(n: int, exact: int, within_1: int, total: int) -> dict[str, float | int]:
+    """ExpRate, ≤1 and mean distance of a non-empty group, from its sums."""
     return {
         "n": n,
-        "exprate": (exact / n) * 100 if n else None,
-        "error_le_1": (sum(1 for d in distances if d <= 1) / n) * 100 if n else None,
-        "mean_distance": sum(distances) / n if n else None,
+        "exprate": (exact / n) * 100,
+        "error_le_1": (within_1 / n) * 100,
+        "mean_distance": total / n,
     }
 
 
@@ -65,6 +66,52 @@ def _bucket_name(low: int, high: int | None) -> str:
     if high is None:
         return f"{low}+"
     return str(low) if low == high else f"{low}-{high}"
+
+
+_BUCKET_NAMES = tuple(_bucket_name(lo, hi) for lo, hi in LENGTH_BUCKETS)
+#: Bucket index of every label length up to the open bucket's start (longer labels: the last bucket).
+_BUCKET_OF_LENGTH = tuple(
+    next(i for i, (lo, hi) in enumerate(LENGTH_BUCKETS) if length >= lo and (hi is None or length <= hi))
+    for length in range(LENGTH_BUCKETS[-1][0] + 1)
+)
+_STRUCTURE_NAMES = (*STRUCTURES, "plain")
+
+
+def _group_stats_from_histogram(
+    histogram: Counter[tuple[int, int]], names: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """ExpRate, ≤1 and mean distance per group from ``(group, distance) -> samples`` (empty groups left out)."""
+    n = [0] * len(names)
+    exact = [0] * len(names)
+    within_1 = [0] * len(names)
+    total = [0] * len(names)
+    for (group, distance), count in histogram.items():
+        n[group] += count
+        total[group] += distance * count
+        if distance <= 1:
+            within_1[group] += count
+            if distance == 0:
+                exact[group] += count
+    return {
+        name: _stats_from_sums(n[i], exact[i], within_1[i], total[i]) for i, name in enumerate(names) if n[i]
+    }
+
+
+def _length_and_structure(result: HmerResult) -> tuple[dict[str, dict], dict[str, dict]]:
+    """:func:`by_length` and :func:`by_structure` from two histograms counted in C, no Python loop per sample."""
+    distances = result.distances
+    last = len(_BUCKET_OF_LENGTH) - 1
+    buckets = map(_BUCKET_OF_LENGTH.__getitem__, map(min, map(len, result.gt_tokens), repeat(last)))
+    lengths = _group_stats_from_histogram(Counter(zip(buckets, distances, strict=True)), _BUCKET_NAMES)
+    # The structure markers in each label (a frozenset: scanned in C, hashed once), then per distinct set.
+    by_markers = Counter(zip(map(_ALL_MARKERS.intersection, result.gt_tokens), distances, strict=True))
+    plain = len(STRUCTURES)
+    histogram: Counter[tuple[int, int]] = Counter()
+    for (present, distance), count in by_markers.items():
+        groups = [i for i, markers in enumerate(STRUCTURES.values()) if not present.isdisjoint(markers)]
+        for group in groups or [plain]:
+            histogram[group, distance] += count
+    return lengths, _group_stats_from_histogram(histogram, _STRUCTURE_NAMES)
 
 
 def by_length(result: HmerResult) -> dict[str, dict]:
@@ -78,14 +125,7 @@ def by_length(result: HmerResult) -> dict[str, dict]:
     >>> {k: v["exprate"] for k, v in by_length(r).items()}
     {'1-5': 100.0, '6-10': 0.0}
     """
-    groups: dict[str, list[int]] = {_bucket_name(lo, hi): [] for lo, hi in LENGTH_BUCKETS}
-    for tokens, alignment in zip(result.gt_tokens, result.alignments, strict=True):
-        length = len(tokens)
-        for lo, hi in LENGTH_BUCKETS:
-            if length >= lo and (hi is None or length <= hi):
-                groups[_bucket_name(lo, hi)].append(alignment.distance)
-                break
-    return {name: _group_stats(d) for name, d in groups.items() if d}
+    return _length_and_structure(result)[0]
 
 
 def by_structure(result: HmerResult) -> dict[str, dict]:
@@ -99,21 +139,14 @@ def by_structure(result: HmerResult) -> dict[str, dict]:
     >>> {k: v["exprate"] for k, v in by_structure(r).items()}
     {'script': 0.0, 'plain': 100.0}
     """
-    groups: dict[str, list[int]] = {name: [] for name in (*STRUCTURES, "plain")}
-    plain = groups["plain"]
-    for tokens, alignment in zip(result.gt_tokens, result.alignments, strict=True):
-        present = _ALL_MARKERS.intersection(tokens)  # scans the tokens in C, builds no set of them
-        if not present:
-            plain.append(alignment.distance)
-            continue
-        for name, markers in STRUCTURES.items():
-            if not present.isdisjoint(markers):
-                groups[name].append(alignment.distance)
-    return {name: _group_stats(d) for name, d in groups.items() if d}
+    return _length_and_structure(result)[1]
 
 
 def token_confusions(result: HmerResult, top: int = 20) -> dict[str, list]:
     """Most frequent substitutions ``[gt, pred, count]``, insertions and deletions ``[token, count]``.
+
+    Ties keep the order in which the confusions first occur. The edits are gathered into lists and
+    counted once at the end (one C-level count instead of a ``Counter.update`` per edit block).
 
     Example:
 
@@ -123,24 +156,26 @@ def token_confusions(result: HmerResult, top: int = 20) -> dict[str, list]:
     >>> token_confusions(r)
     {'substitutions': [['x', '\\\\times', 1], ['1', 'l', 1]], 'insertions': [], 'deletions': [['y', 1]]}
     """
-    substitutions: Counter[tuple[str, str]] = Counter()
-    insertions: Counter[str] = Counter()
-    deletions: Counter[str] = Counter()
-    for gt, pred, alignment in zip(result.gt_tokens, result.pred_tokens, result.alignments, strict=True):
+    substituted: list[tuple[str, str]] = []
+    inserted: list[str] = []
+    deleted: list[str] = []
+    samples = zip(result.gt_tokens, result.pred_tokens, result.alignments, strict=True)
+    with_edits = map(attrgetter("ops"), result.alignments)  # exact matches have none: skipped in C
+    for gt, pred, alignment in compress(samples, with_edits):
         for tag, i1, i2, j1, j2 in alignment.ops:
             if tag == "replace":
                 width = min(i2 - i1, j2 - j1)
-                substitutions.update(zip(gt[i1 : i1 + width], pred[j1 : j1 + width], strict=True))
-                deletions.update(gt[i1 + width : i2])
-                insertions.update(pred[j1 + width : j2])
+                substituted.extend(zip(gt[i1 : i1 + width], pred[j1 : j1 + width], strict=True))
+                deleted.extend(gt[i1 + width : i2])
+                inserted.extend(pred[j1 + width : j2])
             elif tag == "delete":
-                deletions.update(gt[i1:i2])
+                deleted.extend(gt[i1:i2])
             elif tag == "insert":
-                insertions.update(pred[j1:j2])
+                inserted.extend(pred[j1:j2])
     return {
-        "substitutions": [[g, p, n] for (g, p), n in substitutions.most_common(top)],
-        "insertions": [[t, n] for t, n in insertions.most_common(top)],
-        "deletions": [[t, n] for t, n in deletions.most_common(top)],
+        "substitutions": [[g, p, n] for (g, p), n in Counter(substituted).most_common(top)],
+        "insertions": [[t, n] for t, n in Counter(inserted).most_common(top)],
+        "deletions": [[t, n] for t, n in Counter(deleted).most_common(top)],
     }
 
 
@@ -193,9 +228,10 @@ def sc_consistency(raw_preds: Sequence[str]) -> dict[str, float | int | None]:
 
 def analyze(result: HmerResult, raw_preds: Sequence[str] | None = None, top: int = 20) -> dict:
     """All of the above as one JSON-ready dict (``sc_consistency`` only when some output has counts)."""
+    lengths, structures = _length_and_structure(result)
     analysis: dict = {
-        "by_length": by_length(result),
-        "by_structure": by_structure(result),
+        "by_length": lengths,
+        "by_structure": structures,
         "confusions": token_confusions(result, top=top),
     }
     if raw_preds is not None:

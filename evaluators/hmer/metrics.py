@@ -108,8 +108,8 @@ def align(gt_tokens: Sequence[str], pred_tokens: Sequence[str]) -> Alignment:
     """
     if gt_tokens == pred_tokens:
         return _EXACT
-    ops = tuple(op for op in edit_opcodes(gt_tokens, pred_tokens) if op[0] != "equal")
-    return Alignment(sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops), ops)
+    ops = tuple([op for op in edit_opcodes(gt_tokens, pred_tokens) if op[0] != "equal"])
+    return Alignment(sum([max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops]), ops)
 
 
 def edit_score(distance: int, gt_len: int, pred_len: int) -> float:

@@ -37,8 +37,11 @@ def edit_opcodes(reference: Sequence[str], hypothesis: Sequence[str]) -> list[tu
     >>> edit_opcodes(["a", "+", "b"], ["a", "-", "b", "c"])
     [('equal', 0, 1, 0, 1), ('replace', 1, 2, 1, 2), ('equal', 2, 3, 2, 3), ('insert', 3, 3, 3, 4)]
     """
-    ops = Levenshtein.opcodes(list(reference), list(hypothesis))
-    return [(op.tag, op.src_start, op.src_end, op.dest_start, op.dest_end) for op in ops]
+    if not isinstance(reference, list):
+        reference = list(reference)
+    if not isinstance(hypothesis, list):
+        hypothesis = list(hypothesis)
+    return Levenshtein.opcodes(reference, hypothesis).as_list()  # the tuples, made in C
 
 
 def edit_similarity(distance: int, reference_len: int, hypothesis_len: int) -> float:

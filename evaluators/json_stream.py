@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ __all__ = ["MAX_ITEM_CHARS", "iter_json_array"]
 
 _WHITESPACE = " \t\n\r"
 _NUMBER_CHARS = frozenset("0123456789.eE+-")
+_NUMBERS = (int, float)
+#: The separator between two items (whitespace, a comma, whitespace), matched at a position.
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
 #: An item that does not decode within this many characters is reported as malformed (no item is this big).
 MAX_ITEM_CHARS = 64 * 1024 * 1024
 
@@ -98,17 +102,22 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
         pos += 1
         first = True
         while True:
-            if not skip_whitespace():
-                raise fail(pos, "Expecting value")
-            if buf[pos] == "]":
-                pos += 1
-                break
-            if not first:
-                if buf[pos] != ",":
-                    raise fail(pos, "Expecting ',' delimiter")
-                pos += 1
+            # Fast path, nearly every item: ", " then the next value, all in the buffer.
+            comma = None if first else _COMMA(buf, pos)
+            if comma is not None and comma.end() < len(buf):
+                pos = comma.end()
+            else:
                 if not skip_whitespace():
                     raise fail(pos, "Expecting value")
+                if buf[pos] == "]":
+                    pos += 1
+                    break
+                if not first:
+                    if buf[pos] != ",":
+                        raise fail(pos, "Expecting ',' delimiter")
+                    pos += 1
+                    if not skip_whitespace():
+                        raise fail(pos, "Expecting value")
             while True:
                 try:
                     item, end = decode(buf, pos)
@@ -121,7 +130,7 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
                     raise fail(err.pos, err.msg) from None
                 # A number at the end of the buffer ("1" of "1.5", "2e" of "2e3") may go on in the next chunk.
                 if (
-                    isinstance(item, int | float)
+                    isinstance(item, _NUMBERS)
                     and not isinstance(item, bool)
                     and all(c in _NUMBER_CHARS for c in buf[end:])
                     and refill()

@@ -138,11 +138,14 @@ def make_record(task: str, image: str, latex: str, pred: str | None = None) -> d
 ANSWER_CACHE_SIZE = 1 << 15
 
 
-def _label_answers(task: str) -> Callable[[str], tuple[str | None, str | None]]:
+def _label_answers(
+    task: str, encode: Callable[[str], str] | None = None
+) -> Callable[[str], tuple[str | None, str | None]]:
     r"""``latex -> (answer, None)`` or ``(None, rejection reason)`` for ``vanilla``, ``tree`` and ``can``.
 
     The targets of these tasks are pure functions of the label string, so they are memoised per distinct
     label (:data:`ANSWER_CACHE_SIZE`, least recently used dropped first); rejections are remembered too.
+    With ``encode`` the answers come (and are remembered) as ``encode(answer)``, e.g. as JSON strings.
 
     Example:
 
@@ -157,7 +160,7 @@ def _label_answers(task: str) -> Callable[[str], tuple[str | None, str | None]]:
         def vanilla(latex: str) -> tuple[str | None, str | None]:
             if not latex or latex.isspace():  # == not latex.strip(), without a copy
                 return None, "bad record: empty LaTeX label"
-            return latex, None
+            return (latex if encode is None else encode(latex)), None
 
         return vanilla
     target = {"tree": tree_answer, "can": can_answer}[task]
@@ -167,11 +170,12 @@ def _label_answers(task: str) -> Callable[[str], tuple[str | None, str | None]]:
         if not latex or latex.isspace():
             return None, "bad record: empty LaTeX label"
         try:
-            return target(latex), None
+            answer = target(latex)
         except TreeParseError as err:
             return None, f"tree parse error: {err}"
         except ValueError as err:
             return None, f"bad record: {err}"
+        return (answer if encode is None else encode(answer)), None
 
     return memoised
 
@@ -396,8 +400,12 @@ def _iter_rows(
     absolute_images: bool,
     media_dir: str | os.PathLike | None,
     stats: BuildStats,
+    json_answers: bool = False,
 ) -> Iterator[tuple[str, str, str] | dict[str, Any]]:
-    """:func:`iter_build` without the record dicts: ``(prompt, answer, image)`` per record, else the rejection."""
+    """:func:`iter_build` without the record dicts: ``(prompt, answer, image)`` per record, else the rejection.
+
+    ``json_answers``: each answer comes encoded as a JSON string (memoised with the answer itself).
+    """
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
     if predictions is not None and task not in EDL_TASKS:
@@ -413,7 +421,7 @@ def _iter_rows(
         return rejected
 
     if task not in EDL_TASKS:
-        prompt, answers = human_prompt(task), _label_answers(task)
+        prompt, answers = human_prompt(task), _label_answers(task, _encode if json_answers else None)
         for sample in samples:
             image, reason = images(sample.image)
             if reason is not None:
@@ -440,7 +448,7 @@ def _iter_rows(
             yield reject(_reject(sample, f"bad record: {err}", latex=sample.latex))
             continue
         stats.written += 1
-        yield prompt, answer, image  # type: ignore[misc]  # image is set when reason is None
+        yield prompt, _encode(answer) if json_answers else answer, image  # type: ignore[misc]  # image is set when reason is None
 
 
 def build_dataset(
@@ -491,8 +499,8 @@ class _AtomicLines:
         Path(self.tmp).unlink(missing_ok=True)
 
 
-def _sharegpt_json(prompt_json: str, answer: str, image: str) -> str:
-    r"""``json.dumps(_sharegpt(prompt, answer, image), ensure_ascii=False)``, the prompt given already encoded.
+def _sharegpt_json(prompt_json: str, answer_json: str, image: str) -> str:
+    r"""``json.dumps(_sharegpt(prompt, answer, image), ensure_ascii=False)``, prompt and answer given encoded.
 
     ``encode_basestring`` is what ``json.dumps(..., ensure_ascii=False)`` writes for a string, and the frame is
     its text for this dict (default separators), so the bytes are the same without building the dict.
@@ -500,14 +508,16 @@ def _sharegpt_json(prompt_json: str, answer: str, image: str) -> str:
     Example:
 
     >>> args = ("<image>Q", 'x "1"\n\\frac é', "a.png")
-    >>> _sharegpt_json(_encode(args[0]), *args[1:]) == json.dumps(_sharegpt(*args), ensure_ascii=False)
+    >>> _sharegpt_json(_encode(args[0]), _encode(args[1]), args[2]) == json.dumps(
+    ...     _sharegpt(*args), ensure_ascii=False
+    ... )
     True
     """
     return (
         '{"messages": [{"from": "human", "value": '
         + prompt_json
         + '}, {"from": "gpt", "value": '
-        + _encode(answer)
+        + answer_json
         + '}], "images": ['
         + _encode(image)
         + "]}"
@@ -644,6 +654,7 @@ def build_file(
                 absolute_images=absolute_images,
                 media_dir=dataset_dir if media_dir is None else media_dir,
                 stats=stats,
+                json_answers=True,
             ):
                 if type(row) is tuple:
                     if row[0] is not prompt:  # one prompt for a whole build, except EDL's

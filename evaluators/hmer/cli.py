@@ -26,9 +26,11 @@ from itertools import count
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
+from evaluators.fork_pool import available_cpus, run_jobs
 from evaluators.hmer.analysis import analyze, plot_analysis
 from evaluators.hmer.loaders import FORMATS, LoadedPredictions, load_predictions, output_stem
 from evaluators.hmer.metrics import (
@@ -84,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="model recorded in the metrics JSON (default: from unitune infer's .meta.json, if any)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the files (default: one per available CPU, at most one per file); "
+        "outputs are the same for any number",
     )
     parser.add_argument(
         "--allow-torn",
@@ -241,9 +249,19 @@ _SAMPLE_LINE = (
 )
 
 
+#: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`).
+_OP = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": [%d, %d], "pred_span": [%d, %d]}'
+
+
+def _tokens_json(tokens: list[str], start: int, stop: int) -> str:
+    """``tokens[start:stop]`` as the inside of a JSON list (most spans hold one token or none)."""
+    if stop - start == 1:
+        return encode_basestring(tokens[start])
+    return ", ".join(map(encode_basestring, tokens[start:stop]))
+
+
 def _ops_json(result: HmerResult) -> Iterator[str]:
     """The ``"ops"`` value of each sample as JSON text, in input order (``[]`` for exact matches)."""
-    string = encode_basestring
     for gt_tokens, pred_tokens, alignment in zip(
         result.gt_tokens, result.pred_tokens, result.alignments, strict=True
     ):
@@ -253,10 +271,19 @@ def _ops_json(result: HmerResult) -> Iterator[str]:
         yield (
             "["
             + ", ".join(
-                f'{{"op": "{tag}", "gt": [{", ".join(map(string, gt_tokens[i1:i2]))}], '
-                f'"pred": [{", ".join(map(string, pred_tokens[j1:j2]))}], '
-                f'"gt_span": [{i1}, {i2}], "pred_span": [{j1}, {j2}]}}'
-                for tag, i1, i2, j1, j2 in alignment.ops
+                [
+                    _OP
+                    % (
+                        tag,
+                        _tokens_json(gt_tokens, i1, i2),
+                        _tokens_json(pred_tokens, j1, j2),
+                        i1,
+                        i2,
+                        j1,
+                        j2,
+                    )
+                    for tag, i1, i2, j1, j2 in alignment.ops
+                ]
             )
             + "]"
         )
@@ -298,7 +325,14 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     return map(_SAMPLE_LINE.__mod__, columns)
 
 
-def markdown_table(rows: list[tuple[str, HmerResult]], failed: list[int] | None = None) -> str:
+class FileSummary(NamedTuple):
+    """What the table needs of one file's :class:`~evaluators.hmer.metrics.HmerResult` (a worker sends it)."""
+
+    n: int
+    metrics: dict[str, float]
+
+
+def markdown_table(rows: list[tuple[str, HmerResult | FileSummary]], failed: list[int] | None = None) -> str:
     """One Markdown row per evaluated file (percentages with 2 decimals, rates with 4).
 
     ``failed`` gives, per row, the records whose inference failed (``"error": true``, e.g. a missing image)
@@ -333,7 +367,9 @@ def _failed(loaded: LoadedPredictions) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every file, publish its outputs as one set, print the table. Returns 0.
+    """Evaluate every file (in ``--workers`` processes), publish the outputs as one set, print the table.
+
+    Returns 0.
 
     The garbage collector is paused for the whole run (see :func:`~evaluators.hmer.metrics.gc_paused`).
     """
@@ -344,32 +380,45 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UserError(f"--top must be >= 0, got {args.top}.")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}.")
     ensure_output_dir(args.out_dir, "--out-dir")
     stems = resolve_stems(list(args.files))
     # Load (and validate) every input first: a bad file 3 must not leave outputs of files 1-2 behind.
     loaded_files = [load_predictions(path, args.format, allow_torn=args.allow_torn) for path in args.files]
-    rows: list[tuple[str, HmerResult]] = []
+    provenance(args.model)  # cached parts (version, git revision) found once, before any worker starts
+    workers = args.workers if args.workers is not None else available_cpus()
+
+    def evaluate_file(index: int) -> dict[str, object]:
+        """Score file ``index`` and stage its outputs; the summary the table needs comes back."""
+        stem, loaded = stems[index], loaded_files[index]
+        result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
+        analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
+        out.write_text(f"{stem}_results.txt", format_upstream_results(result))
+        document = metrics_document(result, loaded, analysis, args.model)
+        out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+        out.write_lines(f"{stem}_samples.jsonl", sample_lines(result))
+        if args.plots:
+            plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
+        return {"n": result.n, "metrics": result.metrics}
+
     # Every file of this run is staged, then published together: a kill leaves the old set or the new one.
+    # The files are independent jobs: with several, worker processes share them (same outputs, less wall).
     with OutputSet(args.out_dir, "eval-hmer") as out:
-        for stem, loaded in zip(stems, loaded_files, strict=True):
-            result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
-            analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
-            out.write_text(f"{stem}_results.txt", format_upstream_results(result))
-            document = metrics_document(result, loaded, analysis, args.model)
-            out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")
-            out.write_lines(f"{stem}_samples.jsonl", sample_lines(result))
-            if args.plots:
-                plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
-            else:
+        summaries = run_jobs(evaluate_file, [len(loaded.samples) for loaded in loaded_files], workers)
+        rows: list[tuple[str, FileSummary]] = []
+        for stem, loaded, summary in zip(stems, loaded_files, summaries, strict=True):
+            if not args.plots:
                 out.remove.append(f"{stem}_analysis.png")  # a plot of an earlier run would not match
+            row = FileSummary(n=summary["n"], metrics=summary["metrics"])
             logger.info(
                 "%s: N=%d, ExpRate %.2f%% -> %s/%s_*",
                 loaded.path,
-                result.n,
-                result.metrics["exprate"],
+                row.n,
+                row.metrics["exprate"],
                 args.out_dir,
                 stem,
             )
-            rows.append((stem, result))
+            rows.append((stem, row))
     sys.stdout.write(markdown_table(rows, [_failed(loaded) for loaded in loaded_files]) + "\n")
     return 0

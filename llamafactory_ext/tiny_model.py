@@ -295,8 +295,12 @@ TINY_BUILDERS = {
 }
 
 
-def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl") -> Path:
+def build_tiny(
+    out_dir: str | Path, family: str = "qwen2_5_vl", initializer_range: float = DEFAULT_INITIALIZER_RANGE
+) -> Path:
     """Write the tiny random checkpoint of ``family`` (see :data:`TINY_BUILDERS`) to ``out_dir``.
+
+    ``initializer_range`` is the std of the random weights (see :data:`DEFAULT_INITIALIZER_RANGE`).
 
     Raises:
         UserError: a family without a tiny builder.
@@ -308,7 +312,7 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl") -> Path:
     if family not in TINY_BUILDERS:
         raise UserError(f"--family: expected one of {', '.join(TINY_BUILDERS)}, got {family!r}.")
     module, _, name = TINY_BUILDERS[family].rpartition(".")
-    return getattr(importlib.import_module(module), name)(out_dir)
+    return getattr(importlib.import_module(module), name)(out_dir, initializer_range)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -324,21 +328,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--initializer-range",
         type=float,
         default=DEFAULT_INITIALIZER_RANGE,
-        help=f"qwen2_5_vl: std of the random text weights (default {DEFAULT_INITIALIZER_RANGE}; 0.2 gives "
+        help=f"std of the random weights (default {DEFAULT_INITIALIZER_RANGE}; 0.2 gives "
         "input-dependent greedy outputs, for comparing inference backends)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``unitune tiny-model OUT_DIR [--family FAMILY] [--initializer-range STD]``."""
-    if args.initializer_range == DEFAULT_INITIALIZER_RANGE:
-        build_tiny(args.out_dir, args.family)
-        return 0
-    from evaluators.errors import UserError
-
-    if args.family != "qwen2_5_vl":
-        raise UserError(f"--initializer-range is only for --family qwen2_5_vl, got --family {args.family}.")
     if not 0 < args.initializer_range <= 1:
+        from evaluators.errors import UserError
+
         raise UserError(f"--initializer-range must be in (0, 1], got {args.initializer_range}.")
-    build_tiny_model(args.out_dir, args.initializer_range)
+    build_tiny(args.out_dir, args.family, args.initializer_range)
     return 0

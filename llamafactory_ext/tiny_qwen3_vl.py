@@ -13,7 +13,12 @@ import logging
 from pathlib import Path
 
 from evaluators.model_family import QWEN3_VL
-from llamafactory_ext.tiny_model import _canonicalise_json, build_tokenizer, qwen_vl_config_kwargs
+from llamafactory_ext.tiny_model import (
+    DEFAULT_INITIALIZER_RANGE,
+    _canonicalise_json,
+    build_tokenizer,
+    qwen_vl_config_kwargs,
+)
 
 __all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config"]
 
@@ -55,7 +60,7 @@ def qwen3_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs)
     )
 
 
-def _build_config(tokenizer):
+def _build_config(tokenizer, initializer_range: float = DEFAULT_INITIALIZER_RANGE):
     head_dim = 32
     text_config = {
         "vocab_size": len(tokenizer),
@@ -70,6 +75,7 @@ def _build_config(tokenizer):
         # interleaved M-RoPE: (t, h, w) sections sum to head_dim / 2
         "rope_scaling": {"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True},
         "tie_word_embeddings": True,
+        "initializer_range": initializer_range,
     }
     assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
     vision_config = {
@@ -83,15 +89,18 @@ def _build_config(tokenizer):
         "temporal_patch_size": 2,
         "num_position_embeddings": 64,  # an 8 x 8 grid of learned positions, interpolated per image
         "deepstack_visual_indexes": [1],
+        "initializer_range": initializer_range,
     }
     return qwen3_vl_config(tokenizer, text_config, vision_config)
 
 
-def build_tiny_qwen3_vl(out_dir: str | Path) -> Path:
+def build_tiny_qwen3_vl(out_dir: str | Path, initializer_range: float = DEFAULT_INITIALIZER_RANGE) -> Path:
     """Write a tiny random Qwen3-VL checkpoint (weights, config, tokenizer, processor) to ``out_dir``.
 
     Args:
         out_dir (`str` or `Path`): folder to create or overwrite; under 1 MB is written.
+        initializer_range (`float`): std of the random weights (``0.2``: greedy outputs depend on the input,
+            see :data:`~llamafactory_ext.tiny_model.DEFAULT_INITIALIZER_RANGE`).
 
     Returns:
         `Path`: ``out_dir``, loadable with ``AutoProcessor`` and ``AutoModelForImageTextToText``.
@@ -118,7 +127,7 @@ def build_tiny_qwen3_vl(out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
-    config = _build_config(tokenizer)
+    config = _build_config(tokenizer, initializer_range)
 
     torch.manual_seed(_SEED)
     model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()

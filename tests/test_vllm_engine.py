@@ -6,7 +6,10 @@ vLLM needs a newer transformers than LLaMA-Factory allows, so it lives in its ow
 reference runs in-process with ``--backend hf``. Without the environment they skip and say how to build it.
 
 Each subprocess starts its own engine in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) with
-``--enforce-eager`` (no compilation), and vLLM's caches go to a temporary folder.
+``--enforce-eager`` (no compilation), and vLLM's caches go to a temporary folder. Engine starts are the
+cost here, so runs are module fixtures that several tests read: one greedy run per model family (Qwen2.5-VL
+and Qwen3-VL, both built by ``unitune tiny-model``), and one seeded sampling run that the kill-and-resume
+run must reproduce.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,9 @@ pytestmark = [
 
 GREEDY = ["--temperature", "0", "--dtype", "float32", "--max-new-tokens", "16", "--no-progress"]
 
+#: The families whose tiny model vLLM must serve like transformers does.
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
 
 @pytest.fixture(scope="module")
 def vllm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
@@ -60,12 +67,17 @@ def vllm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+def _varied(tmp_path_factory: pytest.TempPathFactory, family: str) -> Path:
+    """A tiny model of ``family`` with weights of std 0.2: its greedy output depends on the image and prompt."""
+    out = tmp_path_factory.mktemp(f"tiny_varied_{family}")
+    assert unitune(["tiny-model", str(out), "--family", family, "--initializer-range", "0.2"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def varied_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with weights of std 0.2: its greedy output depends on the image and the prompt."""
-    out = tmp_path_factory.mktemp("tiny_varied")
-    assert unitune(["tiny-model", str(out), "--initializer-range", "0.2"]) == 0
-    return out
+    """The input-dependent tiny Qwen2.5-VL (the default family)."""
+    return _varied(tmp_path_factory, "qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")
@@ -120,29 +132,106 @@ def _exports(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.json")) if not p.name.endswith(".meta.json")}
 
 
-def test_vllm_matches_transformers_on_hmer_and_fer(varied_model, demo_inputs, vllm_env, tmp_path):
-    """Same prompts, ids and texts from both backends at temperature 0 in float32: one prompt builder."""
+@dataclass(frozen=True)
+class GreedyRun:
+    """One family's tiny model run greedily by both backends on the HMER and FER demo files."""
+
+    family: str
+    model: Path
+    hf_out: Path
+    vllm_out: Path
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def greedy_run(request, varied_model, demo_inputs, vllm_env, tmp_path_factory) -> GreedyRun:
+    """``unitune infer`` with ``--backend hf`` (in-process) and ``--backend vllm`` (one engine start)."""
+    family = request.param
+    model = varied_model if family == "qwen2_5_vl" else _varied(tmp_path_factory, family)
     inputs = [str(p) for p in demo_inputs]
-    hf_out, vllm_out = tmp_path / "hf", tmp_path / "vllm"
-    assert (
-        unitune(
-            [
-                "infer",
-                "--backend",
-                "hf",
-                "--model",
-                str(varied_model),
-                "--out-dir",
-                str(hf_out),
-                *inputs,
-                *GREEDY,
-            ]
-        )
-        == 0
-    )
-    _vllm_infer(vllm_env, "--model", str(varied_model), "--out-dir", str(vllm_out), *inputs, *GREEDY)
+    root = tmp_path_factory.mktemp(f"greedy_{family}")
+    hf_out, vllm_out = root / "hf", root / "vllm"
+    hf_args = ["infer", "--backend", "hf", "--model", str(model), "--out-dir", str(hf_out), *inputs, *GREEDY]
+    assert unitune(hf_args) == 0
+    _vllm_infer(vllm_env, "--model", str(model), "--out-dir", str(vllm_out), *inputs, *GREEDY)
+    return GreedyRun(family, model, hf_out, vllm_out)
+
+
+def test_vllm_matches_transformers_on_hmer_and_fer(greedy_run):
+    """Same prompts, ids and texts from both backends at temperature 0 in float32: one prompt builder."""
+    hf_out, vllm_out = greedy_run.hf_out, greedy_run.vllm_out
     _assert_same_outputs(hf_out, vllm_out, ["hmer_demo_test_infer.jsonl", "fer_demo_qa_infer.jsonl"])
     assert _exports(vllm_out) == _exports(hf_out)  # the upstream-format files eval reads, byte for byte
+
+
+#: Run in .venv-vllm: the prompt dict the vLLM backend enqueues for the first record of each input, built
+#: from the settings the vLLM run recorded in its .meta.json.
+_ENQUEUED_PROMPTS = """
+import json, sys
+from pathlib import Path
+from evaluators.inference.model_dir import load_processor
+from evaluators.inference.prompts import PromptOptions, load_records, prepare_request
+from evaluators.inference.vllm_backend import build_vllm_inputs
+
+model, out_dir, *inputs = sys.argv[1:]
+processor = load_processor(model)
+prompts = {}
+for path in inputs:
+    meta = json.loads((Path(out_dir) / (Path(path).stem + "_infer.meta.json")).read_text())
+    options = PromptOptions(meta["system_prompt"], meta["upstream_prompt"], meta["image_size"])
+    record = load_records(path, None, meta["task"])[0]
+    prompts[path] = build_vllm_inputs([prepare_request(record, processor, options)])[0]["prompt"]
+print(json.dumps(prompts))
+"""
+
+
+def _llamafactory_prompt_ids(family: str, tokenizer, user_text: str) -> list[int]:
+    """The prompt token ids LLaMA-Factory trains ``family`` on for one image and ``user_text``.
+
+    LLaMA-Factory's Qwen-VL plugin replaces ``<image>`` by the vision span (the image pad is expanded per
+    image later, by vLLM and transformers alike); the sharegpt data put ``<image>`` first when the text has
+    no placeholder.
+    """
+    from llamafactory.data.template import TEMPLATES
+
+    from evaluators.model_family import get_family
+
+    span = "<|vision_start|><|image_pad|><|vision_end|>"
+    content = user_text.replace("<image>", span) if "<image>" in user_text else span + user_text
+    template = TEMPLATES[get_family(family).template]
+    messages = [{"role": "user", "content": content}, {"role": "assistant", "content": ""}]
+    prompt_ids, _ = template.encode_oneturn(tokenizer, messages)
+    return prompt_ids
+
+
+def test_vllm_prompts_are_the_family_training_prompts(greedy_run, demo_inputs, vllm_env):
+    """The prompt text vLLM is given is LLaMA-Factory's template of the family, token for token.
+
+    Qwen2.5-VL (``qwen2_vl``) has Qwen's default system turn; Qwen3-VL (``qwen3_vl_nothink``, what upstream
+    trains with) has none, so neither has the other's.
+    """
+    from transformers import AutoTokenizer
+
+    from evaluators.inference.prompts import load_records
+    from evaluators.model_family import get_family
+
+    family = get_family(greedy_run.family)
+    for path in demo_inputs:
+        meta = json.loads((greedy_run.vllm_out / f"{path.stem}_infer.meta.json").read_text())
+        assert meta["system_prompt"] == family.default_system, (family.name, meta["system_prompt"])
+    script = subprocess.run(
+        [str(VLLM_VENV / "bin" / "python"), "-c", _ENQUEUED_PROMPTS, str(greedy_run.model),
+         str(greedy_run.vllm_out), *map(str, demo_inputs)],
+        cwd=REPO, env=vllm_env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr[-4000:]
+    prompts = json.loads(script.stdout.strip().splitlines()[-1])
+    tokenizer = AutoTokenizer.from_pretrained(greedy_run.model)
+    for path in demo_inputs:
+        prompt = prompts[str(path)]
+        assert prompt.startswith("<|im_start|>system\n") == (family.default_system is not None), prompt
+        user_text = load_records(path)[0].text
+        expected = _llamafactory_prompt_ids(family.name, tokenizer, user_text)
+        assert tokenizer(prompt, add_special_tokens=False)["input_ids"] == expected, (path.name, prompt)
 
 
 def _export_merged(base: Path, tmp_path: Path, name: str) -> Path:
@@ -218,25 +307,54 @@ def test_vllm_matches_transformers_on_a_llamafactory_export(varied_model, demo_i
     )
 
 
-def test_kill_9_mid_run_then_resume_with_vllm(varied_model, demo_inputs, vllm_env, tmp_path):
-    """Results stream to the JSONL as requests finish; after kill -9 a re-run completes every id once."""
-    total = 24
+#: Seeded sampling, 2 samples per record. ``--max-num-seqs 2`` (= n) decodes one request at a time, so a
+#: request's batch does not depend on where a run starts; the uninterrupted and the resumed run then draw
+#: the same tokens.
+SEEDED = [
+    "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "7", "-n", "2",
+    "--max-new-tokens", "32", "--dtype", "float32", "--no-progress", "--max-num-seqs", "2", "--max-pending", "4",
+]  # fmt: skip
+SEEDED_RECORDS = 24
+
+
+@pytest.fixture(scope="module")
+def many_records(demo_inputs, tmp_path_factory) -> Path:
+    """24 HMER records with distinct ids over the 8 demo images (each id gets its own sampling seed)."""
     hmer = json.loads(demo_inputs[0].read_text())
     image_dir = demo_inputs[0].parent
     records = []
-    for k in range(total):
+    for k in range(SEEDED_RECORDS):
         record = dict(hmer[k % len(hmer)], id=f"r{k:02d}")
         record["images"] = [str(image_dir / record["images"][0])]
         records.append(record)
-    data = tmp_path / "many.json"
+    data = tmp_path_factory.mktemp("many") / "many.json"
     data.write_text(json.dumps(records))
+    return data
+
+
+@pytest.fixture(scope="module")
+def seeded_run(varied_model, many_records, vllm_env, tmp_path_factory) -> dict[tuple[str, int], dict]:
+    """The lines of one uninterrupted seeded sampling run over :func:`many_records`."""
+    out = tmp_path_factory.mktemp("seeded")
+    _vllm_infer(vllm_env, "--model", str(varied_model), "--out-dir", str(out), str(many_records), *SEEDED)
+    return _lines(out / "many_infer.jsonl")
+
+
+def test_seeded_sampling_n2_gives_every_sample_once_and_varied(seeded_run):
+    ids = [f"r{k:02d}" for k in range(SEEDED_RECORDS)]
+    assert sorted(seeded_run) == [(row_id, k) for row_id in ids for k in range(2)]
+    differ = [row_id for row_id in ids if seeded_run[(row_id, 0)]["pred"] != seeded_run[(row_id, 1)]["pred"]]
+    assert len(differ) > SEEDED_RECORDS // 2, f"the 2 samples are identical for most records: {seeded_run}"
+
+
+def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(
+    varied_model, many_records, vllm_env, seeded_run, tmp_path
+):
+    """Results stream to the JSONL as requests finish; after kill -9 a re-run completes every (id, sample)
+    once, and the seeded samples are those of a run that was never interrupted (another process)."""
     out = tmp_path / "out"
     jsonl = out / "many_infer.jsonl"
-    args = [
-        "--model", str(varied_model), "--out-dir", str(out), str(data),
-        "--temperature", "0", "--dtype", "float32", "--max-new-tokens", "48", "--no-progress",
-        "--max-num-seqs", "2", "--max-pending", "4",
-    ]  # fmt: skip
+    args = ["--model", str(varied_model), "--out-dir", str(out), str(many_records), *SEEDED]
     command = [str(VLLM_UNITUNE), "infer", "--backend", "vllm", "--enforce-eager", *args]
     process = subprocess.Popen(
         command, cwd=REPO, env=vllm_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -252,36 +370,23 @@ def test_kill_9_mid_run_then_resume_with_vllm(varied_model, demo_inputs, vllm_en
         process.kill()
         stderr = process.communicate()[1].decode(errors="replace")
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{stderr[-3000:]}"
-    written = jsonl.read_bytes().count(b"\n")
-    assert 4 <= written < total, f"{written} lines at the kill: not mid-run"
+    complete = jsonl.read_bytes().rpartition(b"\n")[0].decode()
+    at_kill = Counter(json.loads(line)["id"] for line in complete.splitlines())
+    assert 2 <= len(at_kill) < SEEDED_RECORDS, f"{len(at_kill)} records at the kill: not mid-run"
+    begun, finished = len(at_kill), sum(count == 2 for count in at_kill.values())
 
     result = _vllm_infer(vllm_env, *args)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line parses
-    assert Counter(row["id"] for row in rows) == {f"r{k:02d}": 1 for k in range(total)}
-    assert {row["sample_index"] for row in rows} == {0}
+    assert Counter((row["id"], row["sample_index"]) for row in rows) == dict.fromkeys(seeded_run, 1)
     summary = re.search(r"(\d+) records \((\d+) done earlier, .*?(\d+) generated now", result.stderr)
-    assert summary and summary.groups() == (str(total), str(written), str(total - written)), result.stderr[
-        -2000:
-    ]
-    # greedy: records with the same image and prompt got the same text before and after the kill
-    by_image: dict[str, set[str]] = {}
-    for row in rows:
-        by_image.setdefault(row["image_path"], set()).add(row["pred"])
-    assert all(len(preds) == 1 for preds in by_image.values()), by_image
-
-
-def test_seeded_sampling_n4_is_reproducible(varied_model, demo_inputs, vllm_env, tmp_path):
-    args = [
-        "--model", str(varied_model), str(demo_inputs[0]), "--limit", "4", "-n", "4",
-        "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "7",
-        "--max-new-tokens", "16", "--dtype", "float32", "--no-progress",
-    ]  # fmt: skip
-    runs = []
-    for name in ("first", "second"):
-        _vllm_infer(vllm_env, "--out-dir", str(tmp_path / name), *args)
-        runs.append(_lines(tmp_path / name / "hmer_demo_test_infer.jsonl"))
-    assert runs[0] == runs[1]
-    assert sorted(runs[0]) == [(row_id, k) for row_id in sorted({i for i, _ in runs[0]}) for k in range(4)]
-    for row_id in {i for i, _ in runs[0]}:
-        samples = [runs[0][(row_id, k)]["pred"] for k in range(4)]
-        assert len(set(samples)) > 1, f"{row_id}: the 4 samples are identical: {samples}"
+    assert summary and summary.groups() == (
+        str(SEEDED_RECORDS),
+        str(begun),
+        str(SEEDED_RECORDS - finished),
+    ), result.stderr[-2000:]
+    different = {
+        k: (seeded_run[k]["pred"], row["pred"]) for k, row in _lines(jsonl).items() if row != seeded_run[k]
+    }
+    assert not different, (
+        f"resumed run differs from the uninterrupted one (uninterrupted, resumed): {different}"
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ __all__ = [
     "load_json",
     "read_records",
     "rejected_path",
+    "remove_stale_temps",
     "temp_sibling",
     "write_jsonl_atomic",
     "write_lines_atomic",
@@ -44,11 +48,21 @@ def current_umask() -> int:
     return mask
 
 
+#: An orphan temp file younger than this is left alone (its writer may not have locked it yet).
+STALE_TEMP_SECONDS = 60.0
+
+#: The random part ``tempfile.mkstemp`` puts in a name (8 characters of this alphabet).
+_MKSTEMP_RANDOM = "[a-z0-9_]{8}"
+
+
 def temp_sibling(path: str | os.PathLike) -> tuple[int, str]:
     """Open a hidden temp file beside ``path`` for an atomic write: ``(fd, temp path)``.
 
-    Unlike bare :func:`tempfile.mkstemp` (always ``0o600``), the file gets the mode a plain ``open()``
-    would give it: ``0o666`` less the umask, so colleagues on a shared cluster can read the results.
+    The file is ``.<name>.<8 random characters>.tmp`` and is locked (``flock``) for as long as ``fd`` is
+    open, which tells :func:`remove_stale_temps` that its writer is alive: keep ``fd`` open until the
+    temp file has been renamed into place. Unlike bare :func:`tempfile.mkstemp` (always ``0o600``), the
+    file gets the mode a plain ``open()`` would give it: ``0o666`` less the umask, so colleagues on a
+    shared cluster can read the results.
 
     Example:
 
@@ -60,14 +74,75 @@ def temp_sibling(path: str | os.PathLike) -> tuple[int, str]:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # never blocks: the file is new and only ours
     os.fchmod(fd, 0o666 & ~current_umask())
     return fd, tmp
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temp files that killed atomic writes of ``name`` (any name when ``None``) left in ``folder``.
+
+    Only files named as :func:`temp_sibling` names them are considered, and of those only the ones no
+    live process holds (their writer's lock is gone) and older than :data:`STALE_TEMP_SECONDS`.
+
+    Returns:
+        `list[Path]`: the files removed.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> orphan = folder / ".a.json.k2x_9qzb.tmp"
+    >>> _ = orphan.write_text("half")
+    >>> os.utime(orphan, (0, 0))  # left by a writer killed long ago
+    >>> [p.name for p in remove_stale_temps(folder, "a.json")]
+    ['.a.json.k2x_9qzb.tmp']
+    """
+    folder = Path(folder)
+    stem = re.escape(name) if name is not None else ".+"
+    pattern = re.compile(rf"\.{stem}\.{_MKSTEMP_RANDOM}\.tmp")
+    prefix = f".{name}." if name is not None else "."
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_SECONDS:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its writer is alive
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:
+            pass  # another cleaner was first
+        finally:
+            os.close(fd)
+    if removed:
+        logger.warning(
+            "%s: removed %d temp file(s) left by interrupted writes: %s",
+            folder,
+            len(removed),
+            ", ".join(p.name for p in removed[:5]),
+        )
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
 
-    A crash leaves either the old file or the new one, never a half-written file. The file gets the mode a
+    A crash leaves either the old file or the new one, never a half-written file; the temp file a crash
+    leaves is removed by the next write of ``path`` (:func:`remove_stale_temps`). The file gets the mode a
     plain ``open()`` would give it (``0o666`` less the umask, see :func:`temp_sibling`).
 
     Example:
@@ -79,13 +154,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
     fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # while the temp file is still open, so still locked
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -204,6 +280,7 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
     fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as handle:
@@ -213,7 +290,7 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
                 write("\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # while the temp file is still open, so still locked
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

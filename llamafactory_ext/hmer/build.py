@@ -490,8 +490,8 @@ class _AtomicLines:
     def commit(self) -> Path:
         self.handle.flush()
         os.fsync(self.handle.fileno())
+        os.replace(self.tmp, self.path)  # before closing: the open temp file's lock marks it as ours, live
         self.handle.close()
-        os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
@@ -129,6 +130,41 @@ def _say(text: str) -> None:
     """The demo's console output (progress lines and the final report)."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+#: LLaMA-Factory settings that fit the recipes' training to a CPU and the tiny model: the one source of the
+#: EDL config's ``train:`` section and of the ``llamafactory-cli train`` overrides of the SFT step.
+CPU_TRAIN_SETTINGS: dict[str, Any] = {
+    "bf16": False,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "image_max_pixels": 12544,
+    "image_min_pixels": 3136,
+    "preprocessing_num_workers": 1,
+    "dataloader_num_workers": 0,
+    "logging_steps": 1,
+    "save_steps": 1000,
+    "cutoff_len": 512,
+    "warmup_ratio": 0,
+    "plot_loss": False,
+}
+
+
+def cli_overrides(settings: dict[str, Any]) -> list[str]:
+    """``key=value`` arguments of ``llamafactory-cli`` for ``settings``, values spelt as YAML reads them back.
+
+    Example:
+
+    >>> cli_overrides({"bf16": False, "deepspeed": None, "max_steps": 1, "warmup_ratio": 0, "output_dir": Path("o")})
+    ['bf16=false', 'deepspeed=null', 'max_steps=1', 'warmup_ratio=0', 'output_dir=o']
+    """
+
+    def spell(value: Any) -> str:
+        if value is None:
+            return "null"
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    return [f"{key}={spell(value)}" for key, value in settings.items()]
 
 
 class _Demo:
@@ -252,22 +288,12 @@ class _Demo:
             "model_name_or_path": str(self.tiny),
             # full fine-tuning: the fold model is sampled as it is (a (Q)LoRA recipe adds an export per fold)
             "recipe": str(_recipe("unimumer_crohme.yaml")),
+            # the recipe is a multi-GPU one: no DeepSpeed, no activation checkpointing on the CPU
             "train": {
                 "deepspeed": None,
                 "max_steps": 1,
-                "bf16": False,
                 "gradient_checkpointing": False,
-                "per_device_train_batch_size": 2,
-                "gradient_accumulation_steps": 1,
-                "image_max_pixels": 12544,
-                "image_min_pixels": 3136,
-                "preprocessing_num_workers": 1,
-                "dataloader_num_workers": 0,
-                "logging_steps": 1,
-                "save_steps": 1000,
-                "cutoff_len": 512,
-                "warmup_ratio": 0,
-                "plot_loss": False,
+                **CPU_TRAIN_SETTINGS,
             },
             "sampling": {"n": 2, "temperature": 1.0, "max_new_tokens": self.max_new_tokens},
             "infer_args": ["--backend", "hf"],
@@ -316,22 +342,9 @@ class _Demo:
             "dataset": datasets,
             "output_dir": self.sft,
             "max_steps": self.train_steps,
-            "bf16": "false",
-            "per_device_train_batch_size": 2,
-            "gradient_accumulation_steps": 1,
-            "image_max_pixels": 12544,
-            "image_min_pixels": 3136,
-            "preprocessing_num_workers": 1,
-            "dataloader_num_workers": 0,
-            "logging_steps": 1,
-            "save_steps": 1000,
-            "cutoff_len": 512,
-            "warmup_ratio": 0,
-            "plot_loss": "false",
+            **CPU_TRAIN_SETTINGS,
         }
-        argv = [cli, "train", str(_recipe("unimumer_qlora.yaml"))] + [
-            f"{k}={v}" for k, v in overrides.items()
-        ]
+        argv = [cli, "train", str(_recipe("unimumer_qlora.yaml")), *cli_overrides(overrides)]
         self.shell(argv, "06_llamafactory_train")
         loss = self._last_loss()
         return StepResult("", "done", detail=f"{self.train_steps} QLoRA steps{loss}", outputs=[str(self.sft)])

@@ -41,11 +41,13 @@ from evaluators.io_utils import (
     atomic_write_json,
     read_records,
     rejected_path,
+    remove_stale_temps,
     temp_sibling,
     write_jsonl_atomic,
 )
 from evaluators.knowledge.answers import extract_answer, is_think_answer_format
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
+from evaluators.outputs import OutputSet
 from evaluators.progress import progress_bar
 
 __all__ = [
@@ -131,7 +133,7 @@ def resize_copy(source: Path, cache_dir: Path, size: int) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             resized.save(handle, format="PNG")
-        os.replace(tmp, target)
+            os.replace(tmp, target)  # while open: the temp file's lock marks it as live
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -234,6 +236,8 @@ def convert_records(
     root = Path(image_root) if image_root is not None else None
     cache = Path(cache_dir) if cache_dir is not None else None
     stats = ConvertStats(read=len(records))
+    if cache is not None:
+        remove_stale_temps(cache)  # copies a killed run was writing (one folder scan per run)
     text_problems = [_check_text(item) for item in records]
 
     from PIL import Image
@@ -301,7 +305,8 @@ def convert_file(
 ) -> ConvertStats:
     """Convert ``input_path`` into ``output_path`` (atomic); see :func:`convert_records` for the checks.
 
-    Rejected records go to :func:`rejected_path` (a stale one is removed when nothing is rejected).
+    Rejected records go to :func:`rejected_path` (a stale one is removed when nothing is rejected); the two
+    files are published as one set (:class:`~evaluators.outputs.OutputSet`).
     ``register`` adds the entry ``register`` to ``dataset_dir/dataset_info.json`` (atomic, locked); a different
     existing entry is only replaced with ``force``, and that is checked before any work.
 
@@ -328,14 +333,17 @@ def convert_file(
             f"{input_path}: all {stats.read} records rejected ({dict(stats.reasons)}); first: record "
             f"{first['index']}: {first['reason']}."
         )
-    atomic_write_json(output_path, entries, indent=None)
-    side = rejected_path(output_path)
+    output_path, side = Path(output_path), rejected_path(output_path)
+    # The dataset and its rejected list are one set: staged, then published together (old or new, never mixed).
+    with OutputSet(output_path.parent, output_path.name) as out:
+        atomic_write_json(out.path(output_path.name), entries, indent=None)
+        if rejected:
+            write_jsonl_atomic(out.path(side.name), rejected)
+        else:
+            out.remove.append(side.name)
     if rejected:
-        write_jsonl_atomic(side, rejected)
         logger.warning("%d of %d records rejected (%s), listed in %s", stats.rejected, stats.read,
                        dict(stats.reasons), side)  # fmt: skip
-    else:
-        side.unlink(missing_ok=True)
     logger.info("wrote %d sharegpt entries to %s", stats.written, output_path)
     if register:
         from llamafactory_ext.dataset_registry import register_dataset

@@ -5,9 +5,43 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from evaluators.cli import main as unitune
 from llamafactory_ext import demo
+
+
+def test_cpu_training_settings_have_one_source(tmp_path, monkeypatch):
+    """The EDL config's ``train:`` section and the SFT step's llamafactory-cli overrides read one table."""
+    settings = {"cutoff_len": 77, "bf16": False, "warmup_ratio": 0, "logging_steps": 1}
+    monkeypatch.setattr(demo, "CPU_TRAIN_SETTINGS", settings)
+    monkeypatch.setattr(demo, "_llamafactory_cli", lambda: "llamafactory-cli")
+    commands = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(kind):
+        def run(self, argv, log):
+            commands[kind] = argv
+            raise Stop
+
+        return run
+
+    monkeypatch.setattr(demo._Demo, "unitune", capture("unitune"))
+    monkeypatch.setattr(demo._Demo, "shell", capture("llamafactory-cli"))
+    steps = demo._Demo(tmp_path, n_hmer=2, n_fer=2, train_steps=1, max_new_tokens=4)
+    with pytest.raises(Stop):
+        steps.edl()
+    with pytest.raises(Stop):
+        steps.train_sft()
+    assert commands["unitune"][:2] == ["edl", "run"]
+    train = yaml.safe_load((tmp_path / "edl.yaml").read_text())["train"]
+    cli = dict(arg.split("=", 1) for arg in commands["llamafactory-cli"][3:])
+    for key, value in settings.items():
+        assert train[key] == value, key
+        assert yaml.safe_load(cli[key]) == value, key  # spelt so LLaMA-Factory reads the same value back
+    assert "image_max_pixels" not in train and "image_max_pixels" not in cli  # no second copy of the table
 
 
 @pytest.mark.slow

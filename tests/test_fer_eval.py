@@ -261,6 +261,25 @@ def test_cli_single_protocol_writes_stem_metrics(tmp_path: Path) -> None:
     ]
 
 
+def test_cli_without_plots_removes_the_plot_of_an_earlier_run(tmp_path: Path) -> None:
+    """A confusion PNG from an earlier --plots run would describe other metrics than the ones beside it."""
+    src = write(tmp_path / "rafdb_results.json", rafdb_four())
+    out = tmp_path / "o"
+    assert main(["eval", "fer", str(src), "--plots", "--total", "--out-dir", str(out)]) == 0
+    assert {"rafdb_confusion.png", "total_confusion.png"} <= {p.name for p in out.iterdir()}
+    unrelated = out / "other_confusion.png"  # a plot of a file this run does not score: kept
+    unrelated.write_bytes(b"\x89PNG")
+    write(src, [record("rafdb", "sadness", answer("sadness"))])
+    assert main(["eval", "fer", str(src), "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "other_confusion.png",
+        "rafdb_metrics.json",
+        "rafdb_samples.jsonl",
+        "total_confusion.png",  # --total was not asked for this time: total_metrics.json is the old one too
+        "total_metrics.json",
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

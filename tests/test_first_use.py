@@ -397,3 +397,35 @@ def test_builder_progress_bars_have_a_total(tmp_path, monkeypatch):
     argv = ["data", "fer-sft", str(tmp_path / "cot.json"), "--image-root", str(tmp_path)]
     assert main([*argv, "--output", str(tmp_path / "fer.json")]) == 0
     assert (bars[0].total, bars[0].unit, sum(bars[0].updates)) == (3, "image", 3)
+
+
+def test_fer_rlvr_progress_bars_have_a_total(tmp_path, monkeypatch):
+    """``data fer-rlvr`` shows its two long loops (check + convert the images, write the parquet rows)."""
+    from contextlib import contextmanager
+
+    from trl_grpo import rlvr_data
+
+    bars = {}
+
+    @contextmanager
+    def spy(total, desc, unit, enabled=True):
+        bars[desc] = _Bar(total, desc, unit, enabled)
+        bars[desc].enabled = enabled
+        yield bars[desc]
+
+    monkeypatch.setattr(rlvr_data, "progress_bar", spy)
+    raw = rlvr_data.write_synthetic_rlvr(tmp_path / "raw", task="fer", n=3)
+    argv = [
+        "data",
+        "fer-rlvr",
+        str(raw),
+        "--image-root",
+        str(tmp_path / "raw"),
+        "--out-dir",
+        str(tmp_path / "g"),
+    ]
+    assert main(argv) == 0
+    shown = {desc: (bar.total, bar.unit, sum(bar.updates), bar.enabled) for desc, bar in bars.items()}
+    assert shown == {"train rows": (3, "row", 3, True), "train parquet": (3, "row", 3, True)}
+    assert main([*argv, "--no-progress"]) == 0
+    assert not any(bar.enabled for bar in bars.values())

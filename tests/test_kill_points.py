@@ -1,4 +1,5 @@
-"""Kill ``eval hmer`` and ``data hmer`` at 10 points of their writes: the output set is the old one or the new one.
+"""Kill ``eval hmer``, ``eval fer``, ``data hmer``, ``data fer-sft`` and ``infer`` at 10 points of their writes: the
+output set is the old one or the new one.
 
 The command runs in a forked child that dies with ``os._exit`` (no ``finally``, no flush: what ``kill -9``
 leaves) at the k-th file-system step (``os.replace``, ``os.fsync``, ``os.unlink``, ``os.mkdir``,
@@ -12,12 +13,16 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-import llamafactory_ext.hmer.cli  # noqa: F401  (imported once here, not in every forked child)
+import evaluators.fer.cli  # noqa: F401  (imported once here, not in every forked child)
+import evaluators.fer.plots  # noqa: F401
+import llamafactory_ext.fer_data  # noqa: F401
+import llamafactory_ext.hmer.cli  # noqa: F401
 from evaluators.cli import main as unitune
 from evaluators.hmer.loaders import HmerSample
 from evaluators.hmer.metrics import evaluate_samples
@@ -28,8 +33,8 @@ _STEPS = ("replace", "fsync", "unlink", "mkdir", "rmdir")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
 
 
-def _run_child(argv: list[str], kill_at: int | None) -> int:
-    """Run ``unitune argv`` in a forked child killed at step ``kill_at``; return the number of steps it took."""
+def _run_child(argv: list[str] | Callable[[], int], kill_at: int | None) -> int:
+    """Run ``unitune argv`` (or ``argv()``) in a forked child killed at step ``kill_at``; return its step count."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -50,7 +55,7 @@ def _run_child(argv: list[str], kill_at: int | None) -> int:
 
         for name in _STEPS:
             setattr(os, name, counted(getattr(os, name)))
-        status = unitune(argv)
+        status = argv() if callable(argv) else unitune(argv)
         os.write(write_fd, json.dumps([status, count[0]]).encode())
         os._exit(0)
     os.close(write_fd)
@@ -74,18 +79,26 @@ def _kill_points(steps: int) -> list[int]:
     return sorted({1 + round(i * (steps - 1) / 9) for i in range(10)})
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+def _snapshot(folder: Path, only: set[str] | None = None) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes()
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and (only is None or p.name in only)
+    }
 
 
-def _kill_test(folder: Path, old_run: list[str], new_run: list[str], classify) -> list[str]:
-    """Return the outcome ("old"/"new") at each kill point; assert the set is never mixed."""
+def _kill_test(folder: Path, old_run, new_run, classify, only: set[str] | None = None) -> list[str]:
+    """Return the outcome ("old"/"new") at each kill point; assert the set is never mixed.
+
+    ``old_run`` / ``new_run``: ``unitune`` argument lists or callables; ``only``: the files of the set (default:
+    every visible file of ``folder``).
+    """
     assert _run_child(old_run, None) > 0
-    old = _snapshot(folder)
+    old = _snapshot(folder, only)
     keep = folder.with_name(folder.name + "_old")
     shutil.copytree(folder, keep)
     steps = _run_child(new_run, None)
-    new = _snapshot(folder)
+    new = _snapshot(folder, only)
     assert classify(old) == "old" and classify(new) == "new"
     outcomes = []
     for kill_at in _kill_points(steps):
@@ -94,7 +107,7 @@ def _kill_test(folder: Path, old_run: list[str], new_run: list[str], classify) -
         _run_child(new_run, kill_at)
         recover_output_sets(folder)
         assert not list(folder.glob(f"{STAGING_PREFIX}*")), kill_at
-        state = _snapshot(folder)
+        state = _snapshot(folder, only)
         outcome = classify(state)
         assert outcome in ("old", "new"), (kill_at, outcome)
         if outcome == "old":
@@ -183,4 +196,130 @@ def test_data_hmer_killed_at_10_points_leaves_old_or_new_set(tmp_path):
         [*common, str(new_in), str(output)],
         classify,
     )
+    assert "old" in outcomes and "new" in outcomes
+
+
+def _fer_results(path: Path, answers: list[str]) -> Path:
+    labels = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
+    rows = [
+        {"image_path": f"/f{i}.png", "true_label": "sadness", "prompt": "p", "candidate_labels": labels,
+         "model_response": f"<think>t</think><answer>{label}</answer>"}
+        for i, label in enumerate(answers)
+    ]  # fmt: skip
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def test_eval_fer_killed_at_10_points_leaves_old_or_new_set(tmp_path):
+    """The old run plotted, the new one does not: its set removes the old plot, at once with the rest."""
+    out = tmp_path / "out"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old_in = _fer_results(tmp_path / "a" / "rafdb_results.json", ["sadness", "anger"])
+    new_in = _fer_results(tmp_path / "b" / "rafdb_results.json", ["sadness", "sadness", "fear"])
+
+    def classify(files: dict[str, bytes]) -> str:
+        if not {"rafdb_metrics.json", "rafdb_samples.jsonl"} <= set(files):
+            return f"incomplete: {sorted(files)}"
+        sizes = {
+            json.loads(files["rafdb_metrics.json"])["counts"]["total"],
+            files["rafdb_samples.jsonl"].count(b"\n"),
+            2 if "rafdb_confusion.png" in files else 3,
+        }
+        return {frozenset({2}): "old", frozenset({3}): "new"}.get(frozenset(sizes), f"mixed {sizes}")
+
+    outcomes = _kill_test(
+        out,
+        ["eval", "fer", str(old_in), "--plots", "--out-dir", str(out)],
+        ["eval", "fer", str(new_in), "--out-dir", str(out)],
+        classify,
+    )
+    assert "old" in outcomes and "new" in outcomes
+
+
+def test_data_fer_sft_killed_at_10_points_leaves_old_or_new_set(tmp_path):
+    out_dir = tmp_path / "data"
+    output = out_dir / "fer.json"
+    question = "Which expression? candidate labels: sad, happy."
+
+    def cot(folder: Path, answers: list[str]) -> Path:
+        folder.mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "f.png")
+        rows = [{"image_path": "/f.png", "question": question, "response": f"<think>t</think><answer>{a}</answer>"}
+                for a in answers]  # fmt: skip
+        (folder / "cot.json").write_text(json.dumps(rows), encoding="utf-8")
+        return folder
+
+    old_dir = cot(tmp_path / "a", ["sad", "angry"])  # "angry" is not a candidate: rejected
+    new_dir = cot(tmp_path / "b", ["sad", "happy", "sad"])
+
+    def classify(files: dict[str, bytes]) -> str:
+        if "fer.json" not in files:
+            return "incomplete"
+        n, rejected = len(json.loads(files["fer.json"])), "fer.rejected.jsonl" in files
+        return {(1, True): "old", (3, False): "new"}.get(
+            (n, rejected), f"mixed: {n} records, rejected {rejected}"
+        )
+
+    common = ["data", "fer-sft", "--no-progress", "--workers", "1", "--output", str(output)]
+    outcomes = _kill_test(
+        out_dir,
+        [*common, str(old_dir / "cot.json"), "--image-root", str(old_dir)],
+        [*common, str(new_dir / "cot.json"), "--image-root", str(new_dir)],
+        classify,
+    )
+    assert "old" in outcomes and "new" in outcomes
+
+
+class _Echo:
+    """A stand-in inference backend: one fixed text per sample, no model."""
+
+    chunk_size = 2
+
+    def generate(self, requests, sampling):
+        return [[f"x _ {{ {request.record.id} }}"] * sampling.n for request in requests]
+
+
+def test_infer_killed_at_10_points_publishes_pred_and_missing_together(tmp_path, tiny_model_dir):
+    """The old run could not read one image (an error row and a missing list); the new run can."""
+    from transformers import AutoProcessor  # noqa: F401  (imported here, not in every forked child)
+
+    from evaluators.inference.runner import InferenceSettings, run_inference
+
+    data_dir = tmp_path / "in"
+    data_dir.mkdir()
+    records = []
+    for i in range(3):
+        Image.new("RGB", (64, 32), (255, 255 - 40 * i, 255)).save(data_dir / f"h{i}.png")
+        records.append(
+            {"images": [f"h{i}.png"], "messages": [{"from": "human", "value": "<image>Read it."}, {"from": "gpt", "value": "x"}]}
+        )  # fmt: skip
+    data = data_dir / "set.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    hidden = data_dir / "h2.png"
+    kept = hidden.read_bytes()
+    out = tmp_path / "out"
+    settings = InferenceSettings(model=str(tiny_model_dir), progress=False)
+
+    def run(image_readable: bool) -> Callable[[], int]:
+        def infer() -> int:
+            if image_readable:
+                hidden.write_bytes(kept)
+            else:
+                hidden.unlink(missing_ok=True)
+            run_inference([data], out, settings, backend_factory=lambda *a: _Echo())
+            return 0
+
+        return infer
+
+    def classify(files: dict[str, bytes]) -> str:
+        if "set_pred.json" not in files:
+            return "incomplete"
+        errors = sum(bool(row.get("error")) for row in json.loads(files["set_pred.json"]))
+        listed = "set_missing.json" in files
+        return {(1, True): "old", (0, False): "new"}.get(
+            (errors, listed), f"mixed: {errors} errors, listed {listed}"
+        )
+
+    outcomes = _kill_test(out, run(False), run(True), classify, only={"set_pred.json", "set_missing.json"})
     assert "old" in outcomes and "new" in outcomes

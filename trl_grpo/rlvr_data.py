@@ -36,9 +36,10 @@ from typing import Any
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
-from evaluators.io_utils import atomic_write_text, read_records
+from evaluators.io_utils import atomic_write_text, read_records, remove_stale_temps, temp_sibling
 from evaluators.knowledge.answers import extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
+from evaluators.progress import progress_bar
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -208,9 +209,14 @@ def _write_image(source: Path, images_dir: Path, image_size: int | None) -> tupl
             img = img.convert("RGB")
             if image_size:
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            img.save(tmp, format="PNG")
-        os.replace(tmp, dest)
+            fd, tmp = temp_sibling(dest)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    img.save(handle, format="PNG")
+                    os.replace(tmp, dest)  # while open: the temp file's lock marks it as live
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
     except (
         UnidentifiedImageError,
         OSError,
@@ -252,24 +258,37 @@ def split_file(out_dir: str | os.PathLike, split: str) -> Path:
     return Path(out_dir) / "data" / f"{split}-00000-of-00001.parquet"
 
 
-def _write_parquet(path: Path, rows: list[dict], images_dir: Path) -> None:
-    """Write ``rows`` (``image`` = a cached file name) to ``path`` atomically, in chunks, images embedded."""
+def _write_parquet(path: Path, rows: list[dict], images_dir: Path, bar: Any) -> None:
+    """Write ``rows`` (``image`` = a cached file name) to ``path`` atomically, in chunks, images embedded.
+
+    ``bar`` (a progress bar) advances by each chunk's rows.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     features = grpo_features()
     schema = features.arrow_schema
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, len(rows), _PARQUET_CHUNK):
-            chunk = []
-            for row in rows[start : start + _PARQUET_CHUNK]:
-                name = row["image"]
-                image = {"bytes": (images_dir / name).read_bytes(), "path": name}
-                chunk.append(features.encode_example({**row, "image": image}))
-            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-    os.replace(tmp, path)
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = temp_sibling(path)  # held open until the rename: its lock marks the temp file as live
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for start in range(0, len(rows), _PARQUET_CHUNK):
+                chunk = []
+                for row in rows[start : start + _PARQUET_CHUNK]:
+                    name = row["image"]
+                    image = {"bytes": (images_dir / name).read_bytes(), "path": name}
+                    chunk.append(features.encode_example({**row, "image": image}))
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                bar.update(len(chunk))
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _write_card(out_dir: Path) -> Path:
@@ -300,6 +319,7 @@ def convert_records(
     skip_invalid: bool = False,
     source: str = "input",
     split: str = "train",
+    progress: bool = False,
 ) -> Path:
     """Validate and convert records into split ``split`` of the dataset folder ``out_dir``.
 
@@ -312,6 +332,8 @@ def convert_records(
         skip_invalid (`bool`, defaults to `False`): drop invalid rows with a warning instead of failing.
         source (`str`): name of the input, used in messages.
         split (`str`, defaults to ``"train"``): the split to write (``"test"`` for an eval set).
+        progress (`bool`, defaults to `False`): progress bars (total, rate, ETA) over the rows checked and
+            converted, then over the rows written.
 
     Returns:
         `Path`: the dataset folder (``datasets.load_dataset(str(path))`` loads it).
@@ -337,22 +359,25 @@ def convert_records(
     images_dir = out / ".cache" / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     root = Path(image_root) if image_root is not None else None
+    remove_stale_temps(images_dir)  # images a killed run was writing (one folder scan per run)
     rows, errors, done = [], [], {}
-    for index, record in enumerate(records):
-        row, error = _check_row(index, record, task)
-        if row is None:
-            errors.append(error)
-            continue
-        src = _resolve(row["image_path"], root)
-        if src not in done:
-            done[src] = _write_image(src, images_dir, image_size)
-        dest, error = done[src]
-        if error is not None:
-            errors.append(f"row {index}: {error}")
-            continue
-        assert dest is not None
-        row["image"] = dest.name
-        rows.append(row)
+    with progress_bar(len(records), f"{split} rows", "row", progress and bool(records)) as bar:
+        for index, record in enumerate(records):
+            bar.update(1)
+            row, error = _check_row(index, record, task)
+            if row is None:
+                errors.append(error)
+                continue
+            src = _resolve(row["image_path"], root)
+            if src not in done:
+                done[src] = _write_image(src, images_dir, image_size)
+            dest, error = done[src]
+            if error is not None:
+                errors.append(f"row {index}: {error}")
+                continue
+            assert dest is not None
+            row["image"] = dest.name
+            rows.append(row)
     if errors:
         summary = f"{source}: {len(errors)} of {len(records)} rows are invalid: " + "; ".join(
             errors[:_MAX_REPORTED]
@@ -364,7 +389,8 @@ def convert_records(
         logger.warning("%s; dropped.", summary)
     if not rows:
         raise UserError(f"{source}: no valid row to train on.")
-    _write_parquet(split_file(out, split), rows, images_dir)
+    with progress_bar(len(rows), f"{split} parquet", "row", progress) as bar:
+        _write_parquet(split_file(out, split), rows, images_dir, bar)
     _write_card(out)
     logger.info("wrote %d GRPO rows (%d images) to split %r of %s", len(rows), len(done), split, out)
     return out
@@ -449,6 +475,7 @@ def add_arguments(
         "--task", choices=_TASKS, default=task, help="fer checks labels; hmer only non-empty solutions"
     )
     parser.add_argument("--skip-invalid", action="store_true", help="drop invalid rows instead of failing")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -466,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
             skip_invalid=args.skip_invalid,
             source=str(path),
             split=split,
+            progress=not args.no_progress,
         )
     written = {split for split, _, _ in jobs}
     for stale in (args.out_dir / "data").glob("*-00000-of-00001.parquet"):

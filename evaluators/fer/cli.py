@@ -10,7 +10,8 @@ Outputs in --out-dir, with <stem> = the file name without ``.json`` and a traili
   <stem>_<protocol>_metrics.json   with --protocol both: one file per protocol (same schema)
   <stem>_samples.jsonl         per item: true label, <protocol>_pred and <protocol>_rule
   total_metrics.json           with --total (total_<protocol>_metrics.json with both)
-  *_confusion.png              with --plots, next to each metrics file
+  *_confusion.png              with --plots, next to each metrics file (without --plots, the PNG of an
+                               earlier run beside a metrics file rewritten now is removed with the set)
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _write(
-    out_dir: Path, stem: str, score: ProtocolScore, source, both: bool, plots: bool, model: str | None = None
+    out: OutputSet, stem: str, score: ProtocolScore, source, both: bool, plots: bool, model: str | None = None
 ) -> Path:
     name = f"{stem}_{score.protocol}" if both else stem
     doc = build_metrics_json(score, source, model=model)
-    path = atomic_write_json(out_dir / f"{name}_metrics.json", doc)
-    if plots:
+    path = atomic_write_json(out.path(f"{name}_metrics.json"), doc)
+    if not plots:
+        out.remove.append(f"{name}_confusion.png")  # an earlier run's plot would not match these metrics
+    else:
         from evaluators.fer.plots import confusion_with_other, plot_confusion_matrix
 
         title = f"{DATASET_TITLES.get(score.dataset, score.dataset)} · {score.protocol}"
@@ -78,7 +81,7 @@ def _write(
             "unknown" if score.protocol == "unifer" else "invalid"
         )  # rows then sum to each class's support
         matrix, columns = confusion_with_other(score.scored, score.labels, other)
-        plot_confusion_matrix(matrix, score.labels, out_dir / f"{name}_confusion.png", title, columns)
+        plot_confusion_matrix(matrix, score.labels, out.path(f"{name}_confusion.png"), title, columns)
     return path
 
 
@@ -99,22 +102,21 @@ def run(args: argparse.Namespace) -> int:
     summary: list[tuple[str, ProtocolScore]] = []
     # The files of this run are staged, then published together: a kill leaves the old set or the new one.
     with OutputSet(args.out_dir, "eval-fer") as out:
-        staged: Path = out.path("x").parent
         for stem, loaded in zip(stems, loaded_files, strict=True):
             scores = [score_file(loaded, p) for p in protocols]
             for score in scores:
                 model = args.model or model_from_inference_meta(loaded.source)
-                path = _write(staged, stem, score, loaded.source, both, args.plots, model)
+                path = _write(out, stem, score, loaded.source, both, args.plots, model)
                 logger.info("wrote %s", args.out_dir / path.name)
                 sys.stdout.write(format_report(score, stem) + "\n\n")
                 summary.append((stem, score))
-            samples = write_jsonl_atomic(staged / f"{stem}_samples.jsonl", sample_records(loaded, scores))
+            samples = write_jsonl_atomic(out.path(f"{stem}_samples.jsonl"), sample_records(loaded, scores))
             logger.info("wrote %s", args.out_dir / samples.name)
         if args.total:
             sources = [f.source for f in loaded_files]
             for protocol in protocols:
                 score = score_total(loaded_files, protocol)
-                path = _write(staged, "total", score, sources, both, args.plots, args.model)
+                path = _write(out, "total", score, sources, both, args.plots, args.model)
                 logger.info("wrote %s", args.out_dir / path.name)
                 sys.stdout.write(format_report(score, "total") + "\n\n")
                 summary.append(("total", score))

@@ -10,7 +10,8 @@ For an input ``DIR/<stem>.json`` and ``--out-dir OUT`` the runner writes:
   A re-run reads it back (a torn last line is cut off), skips every (id, sample) already there and
   generates the rest: each id ends up in the file exactly once per sample.
 - ``OUT/<stem>_infer.meta.json``: model and decoding settings; resuming with different ones is refused.
-- at the end, atomically, upstream's formats: ``OUT/<stem>_pred.json`` (HMER, ``[{gt, pred, image_path,
+- at the end, published together with ``<stem>_missing.json`` (see :class:`~evaluators.outputs.OutputSet`),
+  upstream's formats: ``OUT/<stem>_pred.json`` (HMER, ``[{gt, pred, image_path,
   img_id}]``, first sample of each id) or ``OUT/<ds>_results.json`` (FER, the QA records plus
   ``model_response``; ``<ds>`` is ``<stem>`` without a trailing ``_qa``), which ``unitune eval`` reads.
 - ``OUT/<stem>_missing.json`` when records have a missing/undecodable image: they are listed, counted,
@@ -45,7 +46,7 @@ from evaluators.inference.prompts import (
 from evaluators.inference.sampling import TASK_PRESETS, Sampling, resolve_sampling
 from evaluators.io_utils import atomic_write_json, ensure_output_dir, write_jsonl_atomic
 from evaluators.model_family import model_family
-from evaluators.outputs import output_lock
+from evaluators.outputs import OutputSet, output_lock
 from evaluators.progress import progress_bar
 
 __all__ = [
@@ -535,23 +536,26 @@ def _run_locked(
                         count(prepared)
             out_file.sync()
         target = export_path(path, out, task)
-        _export(task, records, done, missing, target)
         missing_path = jsonl.with_name(jsonl.name.removesuffix("_infer.jsonl") + "_missing.json")
         missing_rows = [
             {"index": r.index, "id": r.id, "image_path": r.images, "problem": missing[r.id]}
             for r in records
             if r.id in missing
         ]
+        # The upstream file and its missing list are one set: a kill leaves the old pair or the new one.
+        with OutputSet(out, target.name) as publish:
+            _export(task, records, done, missing, publish.path(target.name))
+            if missing_rows:
+                atomic_write_json(publish.path(missing_path.name), missing_rows)
+            else:
+                publish.remove.append(missing_path.name)
         if missing_rows:
-            atomic_write_json(missing_path, missing_rows)
             logger.warning(
                 "%s: %d record(s) skipped for missing/undecodable images, listed in %s",
                 path,
                 len(missing_rows),
                 missing_path,
             )
-        else:
-            missing_path.unlink(missing_ok=True)
         results.append(
             FileResult(path, task, jsonl, target, len(records), done_before, generated, missing_rows, stale)
         )

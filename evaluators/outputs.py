@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,48 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Threads that flush a set's files together (see :func:`_fsync_files`).
+_FSYNC_THREADS = 8
+
+
+def _fsync_files(paths: list[Path]) -> None:
+    """fsync every file, a few at a time from threads; return once all are on disk (the first error raised).
+
+    Sequential fsyncs each wait for their own journal commit; concurrent ones share commits, so a set of
+    dozens of files (``eval hmer`` of 24 inputs stages 72) is flushed in a few commit rounds instead of 72.
+    The manifest is written only after this returns, so the crash-safety argument is unchanged.
+    """
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync_file(path)
+        return
+    errors: list[BaseException] = []
+
+    def flush(share: list[Path]) -> None:
+        try:
+            for path in share:
+                _fsync_file(path)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread below
+            errors.append(err)
+
+    count = min(_FSYNC_THREADS, len(paths))
+    threads = [threading.Thread(target=flush, args=(paths[i::count],)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _try_lock(path: Path) -> IO[str] | None:
@@ -259,12 +302,7 @@ class OutputSet:
     def _commit(self) -> None:
         assert self.staging is not None
         names = sorted(p.name for p in self.staging.iterdir() if p.name not in (_OWNER, _MANIFEST))
-        for name in names:
-            fd = os.open(self.staging / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_files([self.staging / name for name in names])
         remove = sorted(set(self.remove) - set(names))
         tmp = self.staging / ".manifest.tmp"
         with tmp.open("w", encoding="utf-8") as handle:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["media_path_for", "resolve_media"]
+__all__ = ["MediaPaths", "media_path_for", "resolve_media"]
 
 
 def resolve_media(image: str, media_dir: str | os.PathLike | None) -> Path:
@@ -36,6 +36,7 @@ def media_path_for(image: str | os.PathLike, media_dir: str | os.PathLike) -> st
     """The path to write for the existing file ``image`` so that LLaMA-Factory finds it with ``media_dir``.
 
     Relative to ``media_dir`` when the image lies inside it (the dataset folder stays movable), else absolute.
+    For many images, :class:`MediaPaths` gives the same answers without re-reading the working directory.
 
     Example:
 
@@ -47,3 +48,34 @@ def media_path_for(image: str | os.PathLike, media_dir: str | os.PathLike) -> st
         return path.relative_to(os.path.abspath(media_dir)).as_posix()
     except ValueError:
         return str(path)
+
+
+class MediaPaths:
+    """:func:`media_path_for` with ``media_dir`` and the working directory read once, by string operations.
+
+    For a builder's million images: ``os.path.abspath`` asks the OS for the working directory on each call
+    and pathlib parses every path; here both folders are absolute once and each image costs a ``normpath``
+    and a prefix test. POSIX paths only (elsewhere it calls :func:`media_path_for`).
+
+    Example:
+
+    >>> to_write = MediaPaths("/data/ds")
+    >>> to_write("/data/ds/images/a.png"), to_write("/data/ds/../ds/b.png"), to_write("/elsewhere/b.png")
+    ('images/a.png', 'b.png', '/elsewhere/b.png')
+    """
+
+    def __init__(self, media_dir: str | os.PathLike) -> None:
+        self.media_dir = media_dir
+        self.cwd = os.getcwd()
+        self.base = os.path.abspath(media_dir)
+        self.prefix = self.base if self.base.endswith("/") else self.base + "/"
+
+    def __call__(self, image: str | os.PathLike) -> str:
+        path = os.path.normpath(os.path.join(self.cwd, image))  # == os.path.abspath(image)
+        if os.sep != "/" or path.startswith(
+            "//"
+        ):  # POSIX's implementation-defined "//" root: pathlib decides
+            return media_path_for(image, self.media_dir)
+        if path == self.base:
+            return "."
+        return path[len(self.prefix) :] if path.startswith(self.prefix) else path

@@ -14,7 +14,7 @@ from llamafactory_ext.hmer import build as build_module
 from llamafactory_ext.hmer.build import _ImageChecker, build_file, make_record, rejected_path
 from llamafactory_ext.hmer.records import _image_stem, resolve_image, sample_from_record
 from llamafactory_ext.hmer.tree_cot import TreeParseError
-from llamafactory_ext.media import media_path_for
+from llamafactory_ext.media import MediaPaths, media_path_for
 
 HAND_LABELS = [
     "\\frac { a ^ { 2 } + 1 } { b }",
@@ -47,6 +47,7 @@ def _corpus(tmp_path: Path) -> tuple[Path, list[dict]]:
     (data / "images").mkdir(parents=True)
     elsewhere.mkdir()
     (tmp_path / "cwd_images").mkdir()
+    (data / "linked").symlink_to(elsewhere)
     records = []
     for i, latex in enumerate(_labels()):
         kind = i % 6
@@ -56,6 +57,11 @@ def _corpus(tmp_path: Path) -> tuple[Path, list[dict]]:
         elif kind == 1:
             image = str(elsewhere / f"{i}.png")
             Path(image).write_bytes(b"")
+            if i % 12 == 7:  # a symlinked file, and a file reached through a symlinked folder
+                (data / "images" / f"link_{i}.png").symlink_to(image)
+                image = f"images/link_{i}.png"
+            elif i % 12 == 1:
+                image = f"linked/{i}.png"
         elif kind == 2:
             image = f"cwd_images/{i}.png"  # found from the working directory only
             (tmp_path / image).write_bytes(b"")
@@ -155,7 +161,8 @@ def test_image_checker_finds_what_resolve_image_finds(tmp_path, monkeypatch):
     for current_root in (root, str(root), None):
         checker = _ImageChecker(current_root, check=True, absolute=False)
         for image in images + images:  # the second time from the remembered folders
-            assert checker.find(image) == resolve_image(image, current_root), (image, current_root)
+            found = checker.find(image)
+            assert (found and Path(found)) == resolve_image(image, current_root), (image, current_root)
 
 
 def test_image_checker_forgets_folders_beyond_its_bound(tmp_path, monkeypatch):
@@ -164,7 +171,7 @@ def test_image_checker_forgets_folders_beyond_its_bound(tmp_path, monkeypatch):
     for i in range(10):
         (tmp_path / f"d{i}").mkdir()
         (tmp_path / f"d{i}" / "x.png").write_bytes(b"")
-        assert checker.find(f"d{i}/x.png") == tmp_path / f"d{i}" / "x.png"
+        assert checker.find(f"d{i}/x.png") == str(tmp_path / f"d{i}" / "x.png")
         assert len(checker._folders) <= 3
 
 
@@ -173,3 +180,14 @@ def test_image_checker_forgets_folders_beyond_its_bound(tmp_path, monkeypatch):
 )
 def test_image_stem_is_os_path_splitext(path):
     assert _image_stem(path) == os.path.splitext(os.path.basename(path))[0]
+
+
+def test_media_paths_is_media_path_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images = [
+        "a.png", "ds/a.png", "ds/sub/../b.png", "./ds//c.png", "ds", "elsewhere/d.png", "../e.png",
+        str(tmp_path / "ds" / "f.png"), "/ds/g.png", "//ds/h.png", "/", "dsx/i.png",
+    ]  # fmt: skip
+    for media_dir in ("ds", "ds/", tmp_path / "ds", "/", "//ds", ".", "/ds"):
+        to_write = MediaPaths(media_dir)
+        assert [to_write(i) for i in images] == [media_path_for(i, media_dir) for i in images], media_dir

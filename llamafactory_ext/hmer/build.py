@@ -26,7 +26,7 @@ from tqdm import tqdm
 from evaluators.errors import UserError
 from evaluators.io_utils import ensure_output_dir, rejected_path, temp_sibling
 from evaluators.outputs import OutputSet
-from llamafactory_ext.media import media_path_for
+from llamafactory_ext.media import MediaPaths
 
 from .edl import correction_log, mark_errors
 from .prompts import MARKERS, TASKS, human_prompt
@@ -187,9 +187,9 @@ def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
 class _ImageChecker:
     """Find each image the way :func:`resolve_image` does and choose the path to write (see :mod:`llamafactory_ext.media`).
 
-    Once per record of a million-record build, so a folder found missing is remembered: a file below a
-    missing folder cannot exist (POSIX path resolution needs every component), and the two ``stat`` calls
-    per image are skipped. Images in existing folders are looked up one by one, exactly as before.
+    Once per record of a million-record build, so it works on strings (no pathlib) and remembers image
+    folders: a file below a missing folder cannot exist (POSIX path resolution needs every component), so
+    its two ``stat`` calls are skipped. Images in existing folders are looked up one by one (one ``stat``).
     """
 
     #: How many image folders to remember before starting afresh (memory stays bounded on any input).
@@ -204,9 +204,12 @@ class _ImageChecker:
     ) -> None:
         self.check, self.absolute, self.media_dir = check, absolute, media_dir
         self.root = None if root is None else os.fspath(root)
+        self._root_prefix = "" if not self.root or self.root.endswith("/") else "/"
         self.passthrough = not check and not absolute and media_dir is None
+        self._media_path = MediaPaths(media_dir) if media_dir is not None and not absolute else None
         # folder part of an image path -> (root/folder is a folder, folder is a folder from the working dir)
         self._folders: dict[str, tuple[bool, bool]] = {}
+        self._real_folders: dict[str, str] = {}  # folder of a found image -> its real path
 
     def _folders_exist(self, folder: str) -> tuple[bool, bool]:
         known = self._folders.get(folder)
@@ -217,18 +220,34 @@ class _ImageChecker:
             known = self._folders[folder] = (in_root, os.path.isdir(folder or "."))
         return known
 
-    def find(self, image: str) -> Path | None:
-        """:func:`resolve_image` (``root/image``, then ``image``), skipping files of missing folders."""
+    def _real_path(self, found: str) -> str:
+        """``str(Path(found).resolve())``, the folder's real path remembered (one ``lstat`` per image)."""
+        cut = found.rfind("/")
+        if not _POSIX_PATHS or cut < 0 or os.path.islink(found):
+            return str(Path(found).resolve())
+        folder = found[:cut] or "/"
+        real = self._real_folders.get(folder)
+        if real is None:
+            if len(self._real_folders) >= self.MAX_FOLDERS:
+                self._real_folders.clear()
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        path = real + found[cut:] if real != "/" else found[cut:]
+        return str(Path(found).resolve()) if path.startswith("//") else path
+
+    def find(self, image: str) -> str | None:
+        """:func:`resolve_image` (``root/image``, then ``image``) as a string, skipping missing folders."""
         if not _POSIX_PATHS:
-            return resolve_image(image, self.root)
+            found = resolve_image(image, self.root)
+            return None if found is None else str(found)
         cut = image.rfind("/")
         in_root, in_cwd = self._folders_exist(image[:cut] if cut > 0 else "/" if cut == 0 else "")
         if in_root:
-            candidate = os.path.join(self.root, image)  # type: ignore[arg-type]  # in_root implies a root
+            # os.path.join(root, image), by concatenation (in_root implies a root)
+            candidate = image if image.startswith("/") else self.root + self._root_prefix + image  # type: ignore[operator]
             if os.path.isfile(candidate):
-                return Path(candidate)
+                return candidate
         if in_cwd and os.path.isfile(image):
-            return Path(image)
+            return image
         return None
 
     def __call__(self, image: str) -> tuple[str | None, str | None]:
@@ -241,9 +260,9 @@ class _ImageChecker:
                 return None, f"missing image: {image}"
             return image, None
         if self.absolute:
-            return str(found.resolve()), None
-        if self.media_dir is not None:
-            return media_path_for(found, self.media_dir), None
+            return self._real_path(found), None
+        if self._media_path is not None:
+            return self._media_path(found), None
         return image, None
 
 

@@ -14,9 +14,9 @@ Example:
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> with OutputSet(folder, "demo") as out:
 ...     _ = out.path("a.txt").write_text("new a")
-...     _ = out.path("b.txt").write_text("new b")
->>> sorted(p.name for p in folder.iterdir())
-['a.txt', 'b.txt']
+...     _ = out.path("sub/b.txt").write_text("new b")
+>>> sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+['a.txt', 'sub', 'sub/b.txt']
 """
 
 from __future__ import annotations
@@ -160,13 +160,19 @@ def output_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
 def _roll_forward(staging: Path) -> None:
     manifest = json.loads((staging / _MANIFEST).read_text(encoding="utf-8"))
     folder = staging.parent
+    touched = {folder}
     for name in manifest["files"]:
-        source = staging / name
+        source, target = staging / name, folder / name
         if source.exists():
-            os.replace(source, folder / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            touched.add(target.parent)
     for name in manifest["remove"]:
         (folder / name).unlink(missing_ok=True)
-    _fsync_dir(folder)
+        touched.add((folder / name).parent)
+    for changed in sorted(touched):
+        if changed.is_dir():
+            _fsync_dir(changed)
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -239,12 +245,19 @@ class OutputSet:
         return self
 
     def path(self, name: str) -> Path:
-        """Where to write the file that will be published as ``folder/name``."""
+        """Where to write the file that will be published as ``folder/name``.
+
+        ``name`` is a file name, or a relative path below ``folder`` (``"recipes/a.yaml"``) whose parts are
+        plain names.
+        """
         if self.staging is None:
             raise RuntimeError("OutputSet.path() outside the `with` block")
-        if "/" in name or name.startswith(".") or name in (_MANIFEST,):
-            raise ValueError(f"OutputSet: {name!r} must be a plain file name")
-        return self.staging / name
+        parts = name.split("/")
+        if name in (_MANIFEST,) or any(not part or part.startswith(".") for part in parts):
+            raise ValueError(f"OutputSet: {name!r} must be a file name or a relative path of plain names")
+        path = self.staging.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def write_text(self, name: str, text: str) -> Path:
         """Stage ``text`` (UTF-8, newlines kept) as ``name``; published with the set.
@@ -301,8 +314,14 @@ class OutputSet:
 
     def _commit(self) -> None:
         assert self.staging is not None
-        names = sorted(p.name for p in self.staging.iterdir() if p.name not in (_OWNER, _MANIFEST))
+        names = sorted(
+            p.relative_to(self.staging).as_posix()
+            for p in self.staging.rglob("*")
+            if p.is_file() and p.name not in (_OWNER, _MANIFEST)
+        )
         _fsync_files([self.staging / name for name in names])
+        for folder in sorted({(self.staging / name).parent for name in names} - {self.staging}):
+            _fsync_dir(folder)  # entries of staged subfolders (the staging folder itself is synced below)
         remove = sorted(set(self.remove) - set(names))
         tmp = self.staging / ".manifest.tmp"
         with tmp.open("w", encoding="utf-8") as handle:

@@ -323,3 +323,64 @@ def test_infer_killed_at_10_points_publishes_pred_and_missing_together(tmp_path,
 
     outcomes = _kill_test(out, run(False), run(True), classify, only={"set_pred.json", "set_missing.json"})
     assert "old" in outcomes and "new" in outcomes
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every visible file below ``folder`` by relative path (the set spans ``recipes/``)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
+
+
+def test_data_hmer_folds_killed_at_10_points_leaves_old_or_new_folds(tmp_path):
+    """Old run: 3 folds; new run: 2 folds of another seed. The data, recipes and folds.json change together,
+    and the third fold of the old run goes with the new set."""
+    corpus = _sharegpt(tmp_path / "in", [f"x ^ {{ {i} }}" for i in range(6)])
+    out = tmp_path / "folds"
+    common = ["data", "hmer-folds", str(corpus), "--out-dir", str(out), "--no-register", "--base-recipe", ""]
+    old_run, new_run = [*common, "--k", "3"], [*common, "--k", "2", "--seed", "1"]
+
+    def names(k: int) -> set[str]:
+        per_fold = (
+            "crohme_train_fold{}_train.json",
+            "crohme_train_fold{}_heldout.json",
+            "recipes/crohme_train_fold{}.yaml",
+        )
+        return {"folds.json"} | {name.format(i) for i in range(k) for name in per_fold}
+
+    def classify(files: dict[str, bytes]) -> str:
+        if "folds.json" not in files:
+            return "incomplete"
+        manifest = json.loads(files["folds.json"])
+        k, seed = manifest["k"], manifest["seed"]
+        heldout = {f"crohme_train_fold{f['fold']}_heldout.json": f["n_heldout"] for f in manifest["folds"]}
+        consistent = set(files) == names(k) and all(
+            len(json.loads(files[name])) == n for name, n in heldout.items()
+        )
+        if consistent and (k, seed) == (3, 0):
+            return "old"
+        if consistent and (k, seed) == (2, 1):
+            return "new"
+        return f"mixed: k {k}, seed {seed}, files {sorted(files)}"
+
+    assert _run_child(old_run, None) > 0
+    old = _tree(out)
+    keep = tmp_path / "kept"
+    shutil.copytree(out, keep)
+    steps = _run_child(new_run, None)
+    assert classify(old) == "old" and classify(_tree(out)) == "new"
+    outcomes = []
+    for kill_at in _kill_points(steps):
+        shutil.rmtree(out)
+        shutil.copytree(keep, out)
+        _run_child(new_run, kill_at)
+        recover_output_sets(out)
+        assert not list(out.glob(f"{STAGING_PREFIX}*")), kill_at
+        outcome = classify(_tree(out))
+        assert outcome in ("old", "new"), (kill_at, outcome)
+        if outcome == "old":
+            assert _tree(out) == old, kill_at
+        outcomes.append(outcome)
+    assert "old" in outcomes and "new" in outcomes

@@ -9,7 +9,9 @@ fold *i*: ``DIR/NAME_fold{i}_train.json`` (the training tasks of the other folds
 (from ``--base-recipe``, default ``recipes/unimumer_crohme.yaml`` when present, with ``dataset``,
 ``dataset_dir`` and ``output_dir`` replaced), plus
 ``DIR/folds.json`` (the manifest: seed, sizes, ids per fold). Assignment is a seeded shuffle, so a run is
-reproducible. Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
+reproducible. The files of a run are one output set (:class:`~evaluators.outputs.OutputSet`): a killed run leaves
+the previous folds or the new ones, and the fold files an earlier run's ``folds.json`` lists that this run does not
+rewrite (it had a larger k) are removed with the publication; the dataset_info entries are written after it. Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
 it when the image lies inside it, else absolute), wherever training runs. Afterwards: train each recipe, sample ``n`` predictions per held-out image with ``unitune infer``,
 concatenate the prediction JSONL files and run ``unitune data hmer --task error_find INPUT OUT --predictions P``.
 """
@@ -17,6 +19,7 @@ concatenate the prediction JSONL files and run ``unitune data hmer --task error_
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -28,6 +31,7 @@ import yaml
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_json, atomic_write_text
+from evaluators.outputs import OutputSet
 
 from .build import BuildStats, iter_build, write_sharegpt
 from .prompts import TASKS
@@ -102,6 +106,33 @@ def _build(samples: list[HmerSample], task: str, image_root: Path, media_dir: Pa
     return out
 
 
+def _earlier_fold_files(out_dir: Path) -> list[str]:
+    """Fold data and recipes listed by ``out_dir/folds.json`` (an earlier run), relative to ``out_dir``.
+
+    Only files directly in ``out_dir`` or ``out_dir/recipes`` are named, so a manifest cannot point the
+    removal anywhere else.
+    """
+    path = out_dir / "folds.json"
+    if not path.is_file():
+        return []
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        entries = [f for f in earlier["folds"] if isinstance(f, dict)]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        logger.warning("%s: not a folds manifest; the files it may list are left alone.", path)
+        return []
+    names = []
+    for entry in entries:
+        for key, below in (("train_file", ""), ("heldout_file", ""), ("recipe", "recipes/")):
+            value = entry.get(key)
+            if not isinstance(value, str):
+                continue
+            listed = Path(value)
+            if listed.parent.resolve() == (out_dir / below).resolve():
+                names.append(below + listed.name)
+    return names
+
+
 def make_folds(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -161,50 +192,59 @@ def make_folds(
         "tasks": list(tasks),
         "folds": [],
     }
-    for fold in range(k):
-        heldout = [s for s, f in zip(samples, folds, strict=True) if f == fold]
-        train = [s for s, f in zip(samples, folds, strict=True) if f != fold]
-        train_records = [record for task in tasks for record in _build(train, task, image_root, media_dir)]
-        heldout_records = _build(heldout, "vanilla", image_root, media_dir)
-        train_name, heldout_name = f"{name}_fold{fold}_train", f"{name}_fold{fold}_heldout"
-        train_file, heldout_file = out_dir / f"{train_name}.json", out_dir / f"{heldout_name}.json"
-        write_sharegpt(train_file, train_records)
-        write_sharegpt(heldout_file, heldout_records)
-        if dataset_dir is not None:
-            from llamafactory_ext.dataset_registry import register_dataset
+    registrations = []
+    # Every file of the run (fold data, recipes, folds.json) is one set: a kill leaves the old folds or the new.
+    with OutputSet(out_dir, "hmer-folds") as out:
+        for fold in range(k):
+            heldout = [s for s, f in zip(samples, folds, strict=True) if f == fold]
+            train = [s for s, f in zip(samples, folds, strict=True) if f != fold]
+            train_records = [
+                record for task in tasks for record in _build(train, task, image_root, media_dir)
+            ]
+            heldout_records = _build(heldout, "vanilla", image_root, media_dir)
+            train_name, heldout_name = f"{name}_fold{fold}_train", f"{name}_fold{fold}_heldout"
+            train_file, heldout_file = out_dir / f"{train_name}.json", out_dir / f"{heldout_name}.json"
+            write_sharegpt(out.path(train_file.name), train_records)
+            write_sharegpt(out.path(heldout_file.name), heldout_records)
+            registrations += [(train_name, train_file), (heldout_name, heldout_file)]
+            recipe = dict(base_recipe if base_recipe is not None else DEFAULT_RECIPE)
+            recipe.update(
+                dataset=train_name,
+                dataset_dir=str(media_dir.resolve()),  # the recipe runs from any working directory
+                output_dir=str(Path("saves") / f"{name}_fold{fold}"),
+            )
+            recipe_file = recipes_dir / f"{name}_fold{fold}.yaml"
+            atomic_write_text(
+                out.path(f"recipes/{recipe_file.name}"), yaml.safe_dump(recipe, sort_keys=False)
+            )
+            manifest["folds"].append(
+                {
+                    "fold": fold,
+                    "train": train_name,
+                    "heldout": heldout_name,
+                    "train_file": str(train_file),
+                    "heldout_file": str(heldout_file),
+                    "recipe": str(recipe_file),
+                    "n_train": len(train_records),
+                    "n_heldout": len(heldout_records),
+                    "heldout_ids": [s.id for s in heldout],
+                }
+            )
+            logger.info(
+                "fold %d: %d training records (%s), %d held out -> %s",
+                fold,
+                len(train_records),
+                "+".join(tasks),
+                len(heldout_records),
+                recipe_file,
+            )
+        atomic_write_json(out.path("folds.json"), manifest)
+        out.remove += _earlier_fold_files(out_dir)  # folds of an earlier run that this one does not rewrite
+    if dataset_dir is not None:
+        from llamafactory_ext.dataset_registry import register_dataset
 
-            register_dataset(train_name, train_file, dataset_dir, force=force)
-            register_dataset(heldout_name, heldout_file, dataset_dir, force=force)
-        recipe = dict(base_recipe if base_recipe is not None else DEFAULT_RECIPE)
-        recipe.update(
-            dataset=train_name,
-            dataset_dir=str(media_dir.resolve()),  # the recipe runs from any working directory
-            output_dir=str(Path("saves") / f"{name}_fold{fold}"),
-        )
-        recipe_file = recipes_dir / f"{name}_fold{fold}.yaml"
-        atomic_write_text(recipe_file, yaml.safe_dump(recipe, sort_keys=False))
-        manifest["folds"].append(
-            {
-                "fold": fold,
-                "train": train_name,
-                "heldout": heldout_name,
-                "train_file": str(train_file),
-                "heldout_file": str(heldout_file),
-                "recipe": str(recipe_file),
-                "n_train": len(train_records),
-                "n_heldout": len(heldout_records),
-                "heldout_ids": [s.id for s in heldout],
-            }
-        )
-        logger.info(
-            "fold %d: %d training records (%s), %d held out -> %s",
-            fold,
-            len(train_records),
-            "+".join(tasks),
-            len(heldout_records),
-            recipe_file,
-        )
-    atomic_write_json(out_dir / "folds.json", manifest)
+        for dataset_name, path in registrations:
+            register_dataset(dataset_name, path, dataset_dir, force=force)
     return manifest
 
 

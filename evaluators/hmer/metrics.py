@@ -30,14 +30,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 
 from rapidfuzz.distance import Levenshtein
 
 from evaluators.errors import UserError
 from evaluators.hmer.loaders import HmerSample
 from evaluators.knowledge.alignment import edit_opcodes, edit_similarity
-from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, normalize_latex, tokenize
+from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, normalize_latex, tokenize, tokenize_all
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -49,6 +49,7 @@ __all__ = [
     "bleu4_nltk",
     "bleu_from_counts",
     "char_error_rate",
+    "char_error_rate_tokens",
     "edit_score",
     "evaluate_samples",
     "gc_paused",
@@ -94,6 +95,7 @@ class Alignment:
 
 
 _EXACT = Alignment(0, ())
+_DISTANCE = operator.attrgetter("distance")
 
 
 def align(gt_tokens: Sequence[str], pred_tokens: Sequence[str]) -> Alignment:
@@ -185,14 +187,37 @@ def char_error_rate(
     >>> char_error_rate(["\\\\alpha + 1", "x"], ["\\\\alpha + 7", "x"])  # 1 edit / (8 + 1) characters
     0.1111111111111111
     """
-    edits = 0
-    length = 0
-    for index, (gt, pred) in enumerate(zip(gt_texts, pred_texts, strict=True)):
-        gt_chars = "".join(gt.split())
-        length += len(gt_chars)
-        if distances is not None and distances[index] == 0:
-            continue
-        edits += Levenshtein.distance(gt_chars, "".join(pred.split()))
+    if len(gt_texts) != len(pred_texts):
+        raise ValueError(f"char_error_rate: {len(gt_texts)} labels for {len(pred_texts)} predictions")
+    return char_error_rate_tokens(
+        [text.split() for text in gt_texts], [text.split() for text in pred_texts], distances
+    )
+
+
+def char_error_rate_tokens(
+    gt_tokens: Sequence[Sequence[str]],
+    pred_tokens: Sequence[Sequence[str]],
+    distances: Sequence[int] | None = None,
+) -> float:
+    """:func:`char_error_rate` of texts given as their whitespace tokens (joined, they are the texts
+    without whitespace), so a caller that has tokenised does not split again.
+
+    Example:
+
+    >>> char_error_rate_tokens([["\\\\alpha", "+", "1"], ["x"]], [["\\\\alpha", "+", "7"], ["x"]], [1, 0])
+    0.1111111111111111
+    """
+    if len(gt_tokens) != len(pred_tokens) or (distances is not None and len(distances) != len(gt_tokens)):
+        raise ValueError(
+            f"char_error_rate: {len(gt_tokens)} labels, {len(pred_tokens)} predictions"
+            + (f", {len(distances)} distances" if distances is not None else "")
+            + "; expected one of each per sample"
+        )
+    length = sum(map(len, chain.from_iterable(gt_tokens)))
+    pairs = zip(gt_tokens, pred_tokens, strict=True)
+    if distances is not None:  # no token edit, no character edit: only the others are aligned
+        pairs = compress(pairs, distances)
+    edits = sum(Levenshtein.distance("".join(gt), "".join(pred)) for gt, pred in pairs)
     return edits / length if length > 0 else 0.0
 
 
@@ -262,10 +287,52 @@ def _matches_numpy(
     return matches
 
 
-def _wrong_matches(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> list[int]:
-    """Clipped n-gram matches (n = 1..4) of the samples that differ, :data:`_BLEU_CHUNK` samples at a time."""
+def _trimmed(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[Sequence[str]],
+    alignments: Sequence[Alignment],
+    wrong: list[int],
+) -> tuple[list[Sequence[str]], list[Sequence[str]], list[int]]:
+    """The wrong samples cut to their edited span plus 3 tokens of context each side, and what was cut.
+
+    Outside ``[first edit - 3, last edit + 3)`` both sides hold the same tokens (the common prefix and
+    suffix), so every n-gram (n <= 4) that lies wholly outside is the same on both sides and matches itself:
+    the clipped matches of a sample are those cut n-grams plus the clipped matches of the kept parts (for
+    each n-gram, min(c + h, c + r) = c + min(h, r)). Returns the kept labels, the kept predictions, and per
+    n the number of prediction n-grams cut.
+    """
+    import numpy as np
+
+    refs: list[Sequence[str]] = []
+    hyps: list[Sequence[str]] = []
+    for i in wrong:
+        ref, hyp, ops = references[i], hypotheses[i], alignments[i].ops
+        start = max(0, ops[0][1] - 3)  # the first edit's i1 (= j1): the common prefix's length
+        _, _, ref_stop, _, hyp_stop = ops[-1]
+        stop = min(len(ref) - ref_stop, 3)  # the common suffix's length, at most 3
+        refs.append(ref[start : ref_stop + stop])
+        hyps.append(hyp[start : hyp_stop + stop])
+    whole = np.fromiter((len(hypotheses[i]) for i in wrong), dtype=np.int64, count=len(wrong))
+    kept = np.fromiter(map(len, hyps), dtype=np.int64, count=len(hyps))
+    cut = [int(np.maximum(0, whole - k).sum() - np.maximum(0, kept - k).sum()) for k in range(4)]
+    return refs, hyps, cut
+
+
+def _wrong_matches(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[Sequence[str]],
+    alignments: Sequence[Alignment] | None = None,
+) -> list[int]:
+    """Clipped n-gram matches (n = 1..4) of the samples that differ, :data:`_BLEU_CHUNK` samples at a time.
+
+    With the samples' ``alignments``, only the edited span of each (with its context) is matched, see
+    :func:`_trimmed`: a few tokens per sample instead of every token.
+    """
     matches = [0, 0, 0, 0]
     wrong = [i for i, same in enumerate(map(operator.eq, references, hypotheses)) if not same]
+    if alignments is not None:
+        references, hypotheses, matches = _trimmed(references, hypotheses, alignments, wrong)
+        wrong = list(range(len(wrong)))
     for start in range(0, len(wrong), _BLEU_CHUNK):
         chunk = wrong[start : start + _BLEU_CHUNK]
         refs = [references[i] for i in chunk]
@@ -315,14 +382,19 @@ def bleu_from_counts(
     return penalty * math.exp(log_sum) * 100
 
 
-def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
+def bleu4(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[Sequence[str]],
+    alignments: Sequence[Alignment] | None = None,
+) -> float:
     """Corpus BLEU-4 x 100 exactly as ``nltk`` computes it for upstream, one reference per sample.
 
     Same modified n-gram precision counts (denominator at least 1 per sample and order), brevity
     penalty and ``SmoothingFunction().method4`` as ``corpus_bleu(..., weights=(0.25,) * 4)``, finished by
     :func:`bleu_from_counts` (nltk itself is not imported: its package pulls in scipy and pandas).
-    Exact matches are counted in closed form and the others' n-grams with numpy in bounded chunks;
-    tests check ``bleu4(...) == bleu4_nltk(...)`` exactly.
+    Exact matches are counted in closed form and the others' n-grams with numpy in bounded chunks; given
+    the samples' :func:`align` results (``alignments``), only the n-grams around the edits are matched.
+    Tests check ``bleu4(...) == bleu4_nltk(...)`` exactly.
 
     Example:
 
@@ -332,16 +404,21 @@ def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str
     True
     >>> bleu4([["a"]], [["b"]])
     0.0
+    >>> refs, hyps = [list("abcdefghij")], [list("abcdxfghij")]
+    >>> bleu4(refs, hyps, [align(refs[0], hyps[0])]) == bleu4_nltk(refs, hyps)
+    True
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses")
+    if alignments is not None and len(alignments) != len(hypotheses):
+        raise ValueError(f"{len(alignments)} alignments for {len(hypotheses)} hypotheses")
     if not hypotheses:
         return 0.0
     import numpy as np
 
     hyp_lens = np.fromiter(map(len, hypotheses), dtype=np.int64, count=len(hypotheses))
     exact = np.fromiter(map(operator.eq, references, hypotheses), dtype=bool, count=len(hypotheses))
-    numerators = _wrong_matches(references, hypotheses) if not exact.all() else [0, 0, 0, 0]
+    numerators = _wrong_matches(references, hypotheses, alignments) if not exact.all() else [0, 0, 0, 0]
     denominators = [0, 0, 0, 0]
     for k in range(4):
         # nltk: denominator max(1, number of n-grams); an exact match matches all its n-grams
@@ -469,29 +546,37 @@ def evaluate_samples(
     with gc_paused():
         gts, preds = prepare_texts(samples, extract, normalize)
         # Interned tokens, and one shared list when the texts are equal: the tokens are most of the memory.
-        gt_tokens = [tokenize(t, intern=True) for t in gts]
+        gt_tokens = tokenize_all(gts, intern=True)
         pred_tokens = [
             tokens if pred == gt else tokenize(pred, intern=True)
             for gt, pred, tokens in zip(gts, preds, gt_tokens, strict=True)
         ]
-        alignments = [align(g, p) for g, p in zip(gt_tokens, pred_tokens, strict=True)]
-        distances = [a.distance for a in alignments]
-        gt_lens = [len(t) for t in gt_tokens]
-        pred_lens = [len(t) for t in pred_tokens]
+        # Equal texts share one token list: an exact match, aligned without a call.
+        alignments = [_EXACT if p is g else align(g, p) for g, p in zip(gt_tokens, pred_tokens, strict=True)]
+        distances = list(map(_DISTANCE, alignments))
+        gt_lens = list(map(len, gt_tokens))
+        pred_lens = list(map(len, pred_tokens))
         n = len(samples)
         counts = threshold_counts(distances)
         # Per-sample edit scores, computed once: their mean here, each sample's in <stem>_samples.jsonl.
-        edit_scores = array("d", map(edit_score, distances, gt_lens, pred_lens))
+        # edit_score(0, k, k) is exactly 100.0 for k > 0: exact matches skip the call.
+        edit_scores = array(
+            "d",
+            [
+                100.0 if not d and g else edit_score(d, g, p)
+                for d, g, p in zip(distances, gt_lens, pred_lens, strict=True)
+            ],
+        )
         metrics: dict[str, float] = {
             "exprate": (counts[0] / n) * 100,
             "error_le_1": (counts[1] / n) * 100,
             "error_le_2": (counts[2] / n) * 100,
             "error_le_3": (counts[3] / n) * 100,
             "mean_edit_score": sum(edit_scores) / n,  # in order, as mean_edit_score() and upstream
-            "bleu4": bleu4(gt_tokens, pred_tokens),
+            "bleu4": bleu4(gt_tokens, pred_tokens, alignments),
             "token_edits_per_gt_char": token_edits_per_gt_char(distances, gts),
             "token_error_rate": token_error_rate(distances, gt_lens),
-            "cer": char_error_rate(gts, preds, distances),
+            "cer": char_error_rate_tokens(gt_tokens, pred_tokens, distances),
         }
     return HmerResult(
         n=n,

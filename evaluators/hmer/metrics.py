@@ -330,13 +330,14 @@ def _wrong_matches(
     """
     matches = [0, 0, 0, 0]
     wrong = [i for i, same in enumerate(map(operator.eq, references, hypotheses)) if not same]
-    if alignments is not None:
-        references, hypotheses, matches = _trimmed(references, hypotheses, alignments, wrong)
-        wrong = list(range(len(wrong)))
     for start in range(0, len(wrong), _BLEU_CHUNK):
         chunk = wrong[start : start + _BLEU_CHUNK]
-        refs = [references[i] for i in chunk]
-        hyps = [hypotheses[i] for i in chunk]
+        if alignments is not None:  # trimmed chunk by chunk: the cut copies stay bounded too
+            refs, hyps, cut = _trimmed(references, hypotheses, alignments, chunk)
+            matches = [a + b for a, b in zip(matches, cut, strict=True)]
+        else:
+            refs = [references[i] for i in chunk]
+            hyps = [hypotheses[i] for i in chunk]
         counted = _matches_numpy(refs, hyps)
         if counted is None:  # a huge vocabulary: exact Counter matching instead
             counted = _matches_python(refs, hyps)

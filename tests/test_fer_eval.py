@@ -183,6 +183,18 @@ def test_total_strict() -> None:
     assert score.metrics["overall"]["accuracy"] == pytest.approx(5 / 7)
 
 
+@pytest.mark.parametrize("protocol", ["unifer", "strict"])
+def test_total_reusing_per_file_labels_is_identical(protocol: str) -> None:
+    loaded = four_files()
+    own = [score_file(f, protocol) for f in loaded]
+    assert score_total(loaded, protocol, own) == score_total(loaded, protocol)
+    # SFEW is extracted again with the pooled regex: its own file's label (angry) does not leak in
+    if protocol == "unifer":
+        assert score_total(loaded, protocol, own).predictions[-1] == "sadness"
+    with pytest.raises(ValueError, match="per_file: 1 scores for 4 files"):
+        score_total(loaded, protocol, own[:1])
+
+
 def test_total_refuses_two_files_of_one_dataset() -> None:
     one = load_results_records([record("sfew", "sad", "x")], "a")
     two = load_results_records([record("sfew", "sad", "x")], "b")

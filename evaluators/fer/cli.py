@@ -100,10 +100,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_output_dir(args.out_dir, "--out-dir")
     loaded_files = [load_results(f, args.dataset, allow_torn=args.allow_torn) for f in args.files]
     summary: list[tuple[str, ProtocolScore]] = []
+    file_scores: list[list[ProtocolScore]] = []  # per file, one per protocol: --total reuses their labels
     # The files of this run are staged, then published together: a kill leaves the old set or the new one.
     with OutputSet(args.out_dir, "eval-fer") as out:
         for stem, loaded in zip(stems, loaded_files, strict=True):
             scores = [score_file(loaded, p) for p in protocols]
+            file_scores.append(scores)
             for score in scores:
                 model = args.model or model_from_inference_meta(loaded.source)
                 path = _write(out, stem, score, loaded.source, both, args.plots, model)
@@ -114,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             logger.info("wrote %s", args.out_dir / samples.name)
         if args.total:
             sources = [f.source for f in loaded_files]
-            for protocol in protocols:
-                score = score_total(loaded_files, protocol)
+            for index, protocol in enumerate(protocols):
+                score = score_total(loaded_files, protocol, [scores[index] for scores in file_scores])
                 path = _write(out, "total", score, sources, both, args.plots, args.model)
                 logger.info("wrote %s", args.out_dir / path.name)
                 sys.stdout.write(format_report(score, "total") + "\n\n")

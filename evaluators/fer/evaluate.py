@@ -27,7 +27,14 @@ from evaluators.fer.metrics import compute_metrics
 from evaluators.fer.strict_protocol import INVALID, extract_label_strict
 from evaluators.fer.unifer_protocol import UNKNOWN, extract_label_unifer
 from evaluators.io_utils import read_records
-from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, DATASET_NAMES, POOLED_LABEL_MAP, detect_dataset
+from evaluators.knowledge.fer_labels import (
+    CANDIDATE_LABELS,
+    DATASET_NAMES,
+    POOLED_LABEL_MAP,
+    UNIFER_ANSWER_RE,
+    UNIFER_TOTAL_ANSWER_RE,
+    detect_dataset,
+)
 
 __all__ = [
     "PROTOCOLS",
@@ -275,7 +282,28 @@ def score_file(loaded: LoadedResults, protocol: str) -> ProtocolScore:
     )
 
 
-def score_total(files: Sequence[LoadedResults], protocol: str) -> ProtocolScore:
+def _pooled_extraction_is_per_file(protocol: str, dataset: str) -> bool:
+    """Whether ``--total`` extracts this dataset's labels exactly as its own file's scoring did.
+
+    ``strict`` has no pooled variant; ``unifer``'s pooled regex differs from the per-dataset one for SFEW
+    2.0 only.
+
+    Example:
+
+    >>> _pooled_extraction_is_per_file("unifer", "rafdb"), _pooled_extraction_is_per_file("unifer", "sfew")
+    (True, False)
+    """
+    if protocol != "unifer":
+        return True
+    own = UNIFER_ANSWER_RE[dataset]
+    return own.pattern == UNIFER_TOTAL_ANSWER_RE.pattern and own.flags == UNIFER_TOTAL_ANSWER_RE.flags
+
+
+def score_total(
+    files: Sequence[LoadedResults],
+    protocol: str,
+    per_file: Sequence[ProtocolScore | None] | None = None,
+) -> ProtocolScore:
     """Pool several files (one per dataset) the way UniFER's ``eval_total`` does.
 
     Files are taken in UniFER's order (AffectNet, RAF-DB, FERPlus, SFEW 2.0), each extracted with its own
@@ -284,9 +312,15 @@ def score_total(files: Sequence[LoadedResults], protocol: str) -> ProtocolScore:
     ``sorted(set(true_labels))`` as matrix labels and a macro without ``labels=``; ``strict`` uses the sorted
     union of the pooled candidates and a macro over them.
 
+    ``per_file`` (the same protocol's :func:`score_file` result of each file, in ``files`` order) lets a file
+    whose pooled extraction is its own (every dataset but SFEW 2.0 under ``unifer``) reuse its labels
+    instead of extracting them again.
+
     Raises:
         UserError: no files, or two files of the same dataset.
     """
+    if per_file is not None and len(per_file) != len(files):
+        raise ValueError(f"per_file: {len(per_file)} scores for {len(files)} files")
     if not files:
         raise UserError("--total needs at least one results file.")
     seen: dict[str, str] = {}
@@ -300,13 +334,25 @@ def score_total(files: Sequence[LoadedResults], protocol: str) -> ProtocolScore:
     missing = [d for d in DATASET_NAMES if d not in seen]
     if missing:
         logger.warning("--total without %s: the pooled numbers are not FERBench's total.", ", ".join(missing))
-    ordered = sorted(files, key=lambda f: DATASET_NAMES.index(f.dataset))
+    scores = per_file if per_file is not None else [None] * len(files)
+    pairs = sorted(zip(files, scores, strict=True), key=lambda pair: DATASET_NAMES.index(pair[0].dataset))
+    ordered = [loaded for loaded, _ in pairs]
     preds: list[str | None] = []
     rules: list[str] = []
     true_all: list[str] = []
     pred_all: list[str] = []
-    for loaded in ordered:
-        p, r, t, s = _score_items(loaded, protocol, pooled=True)
+    for loaded, own in pairs:
+        if (
+            own is not None
+            and own.protocol == protocol
+            and own.dataset == loaded.dataset
+            and _pooled_extraction_is_per_file(protocol, loaded.dataset)
+        ):
+            p, r = own.predictions, own.rules
+            t = [true for true, _ in own.scored]
+            s = [pred for _, pred in own.scored]
+        else:
+            p, r, t, s = _score_items(loaded, protocol, pooled=True)
         preds.extend(p)
         rules.extend(r)
         true_all.extend(t)

@@ -19,25 +19,18 @@ __all__ = ["git_revision", "model_from_inference_meta", "provenance", "unitune_v
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
-@lru_cache(maxsize=1)
 def unitune_version() -> str:
-    """The installed distribution's version, else the package attribute (running from a checkout).
-
-    Cached: reading the installed metadata costs milliseconds, and every metrics file of a run asks for it.
+    """unitune's version: ``evaluators.__version__``, the same string as ``pyproject.toml``'s ``version``
+    (a test keeps them equal), so no installed-package metadata has to be read (~25 ms per process).
 
     Example:
 
     >>> unitune_version().count(".") >= 2
     True
     """
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from evaluators import __version__
 
-        return version("unitune")
-    except PackageNotFoundError:
-        from evaluators import __version__
-
-        return __version__
+    return __version__
 
 
 @lru_cache(maxsize=1)

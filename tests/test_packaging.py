@@ -123,3 +123,15 @@ def test_the_wheel_ships_recipes_and_dataset_info_and_finds_them(tmp_path):
         str(site / "llamafactory_ext" / "recipes" / "unifer_grpo.yaml"),
         str(site / "llamafactory_ext" / "recipes" / "deepspeed" / "ds_z3.json"),
     ]
+
+
+def test_package_version_is_the_project_version():
+    """``unitune_version()`` (written into every metrics JSON) reads ``evaluators.__version__``: it must be
+    the version the distribution is built with."""
+    import tomllib
+
+    import evaluators
+    from evaluators.provenance import unitune_version
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert evaluators.__version__ == project["version"] == unitune_version()

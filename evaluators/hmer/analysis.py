@@ -211,7 +211,8 @@ def sc_consistency(raw_preds: Sequence[str]) -> dict[str, float | int | None]:
     """
     with_counts = consistent = 0
     for text in raw_preds:
-        if not isinstance(text, str) or "\n" not in text.strip():
+        # a counts line and an answer line need a line break (most outputs have none: no strip needed)
+        if not isinstance(text, str) or "\n" not in text or "\n" not in text.strip():
             continue
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         stated = parse_counts_line(lines[-2])

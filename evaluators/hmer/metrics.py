@@ -37,7 +37,14 @@ from rapidfuzz.distance import Levenshtein
 from evaluators.errors import UserError
 from evaluators.hmer.loaders import HmerSample
 from evaluators.knowledge.alignment import edit_opcodes, edit_similarity
-from evaluators.knowledge.latex import EXTRACT_MODES, extract_latex, normalize_latex, tokenize, tokenize_all
+from evaluators.knowledge.latex import (
+    EXTRACT_MODES,
+    extract_latex,
+    extract_latex_all,
+    normalize_latex,
+    tokenize,
+    tokenize_all,
+)
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -469,7 +476,7 @@ def prepare_texts(
         gts = [s.gt for s in samples]
     else:
         gts = [extract_latex(s.gt, extract) for s in samples]
-    preds = [extract_latex(s.pred, extract) for s in samples]
+    preds = extract_latex_all([s.pred for s in samples], extract)
     if normalize:
         gts = [normalize_latex(t) for t in gts]
         preds = [normalize_latex(t) for t in preds]

@@ -16,6 +16,7 @@ __all__ = [
     "LATEX_ALIASES",
     "count_symbols",
     "extract_latex",
+    "extract_latex_all",
     "format_counts",
     "normalize_latex",
     "tokenize",
@@ -94,6 +95,20 @@ def extract_latex(text: str | None, mode: str = "raw") -> str:
     if mode == "auto" and len(lines) == 1:
         return lines[0]
     return lines[-1]
+
+
+def extract_latex_all(texts: Iterable[str | None], mode: str = "raw") -> list[str]:
+    """:func:`extract_latex` of every text; ``"raw"`` on strings only is one C-level pass.
+
+    Example:
+
+    >>> extract_latex_all([" a ", None, "x\\ny"], mode="last-line")
+    ['a', '', 'y']
+    """
+    texts = list(texts)
+    if mode == "raw" and all(type(text) is str for text in texts):
+        return list(map(str.strip, texts))
+    return [extract_latex(text, mode) for text in texts]
 
 
 def count_symbols(latex: str) -> list[tuple[str, int]]:

@@ -121,11 +121,13 @@ def _reference(records, task, root, check, absolute, media_dir) -> tuple[str, st
 
 
 @pytest.mark.parametrize("task", ["vanilla", "tree", "can", "error_find", "error_fix"])
-@pytest.mark.parametrize("mode", ["no-check", "check", "media-dir", "absolute"])
+@pytest.mark.parametrize("mode", ["no-check", "check", "media-dir", "absolute", "tiny-memo"])
 def test_build_file_bytes_equal_the_plain_definition(tmp_path, monkeypatch, task, mode):
     source, records = _corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(build_module._JsonListWriter, "BATCH", 7)  # several batches, one partial
+    if mode == "tiny-memo":  # the memo starts afresh every few labels
+        monkeypatch.setattr(build_module, "ANSWER_CACHE_CHARS", 2000)
     media_dir = tmp_path / "data" if mode == "media-dir" else tmp_path / "dataset_info"
     out = tmp_path / "out" / f"{task}.json"
     build_file(

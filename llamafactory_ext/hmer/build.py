@@ -16,7 +16,6 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from json.encoder import encode_basestring as _encode  # json.dumps(str, ensure_ascii=False)
 from pathlib import Path
 from typing import IO, Any
@@ -133,9 +132,44 @@ def make_record(task: str, image: str, latex: str, pred: str | None = None) -> d
     return _sharegpt(prompt, answer, image)
 
 
-#: Labels whose targets one build remembers (corpora repeat expressions: CROHME's 5,632 test labels hold
-#: 4,762 distinct ones). Bounded, so memory stays flat on any input.
-ANSWER_CACHE_SIZE = 1 << 15
+#: Characters of labels and targets one build remembers (plus :data:`_ENTRY_COST` per label): about 64 MB
+#: at most, whatever the input. Corpora repeat expressions (CROHME's 5,632 test labels hold 4,762 distinct
+#: ones; a dataset cycled or merged with others repeats them all), and a target costs far more than a lookup.
+ANSWER_CACHE_CHARS = 32 * 1024 * 1024
+_ENTRY_COST = 200  # bytes of a dict slot, a tuple and two string headers, counted as characters
+
+
+class _BoundedMemo:
+    """Remember ``fn(key)`` for string keys until :data:`ANSWER_CACHE_CHARS` are held, then start afresh.
+
+    Example:
+
+    >>> memo = _BoundedMemo(str.upper, budget=2 * _ENTRY_COST + 8)
+    >>> memo("ab"), memo("ab"), len(memo.table)
+    ('AB', 'AB', 1)
+    >>> memo("cd"), len(memo.table)
+    ('CD', 2)
+    >>> memo("ef"), len(memo.table)  # over the budget: the table was emptied first
+    ('EF', 1)
+    """
+
+    def __init__(self, fn: Callable[[str], Any], budget: int | None = None) -> None:
+        self.fn, self.budget = fn, ANSWER_CACHE_CHARS if budget is None else budget
+        self.table: dict[str, Any] = {}
+        self.used = 0
+
+    def __call__(self, key: str) -> Any:
+        value = self.table.get(key)
+        if value is None:
+            value = self.fn(key)
+            cost = _ENTRY_COST + len(key) + sum(len(part) for part in value if type(part) is str)
+            if self.used + cost > self.budget:
+                self.table.clear()
+                self.used = 0
+            if cost <= self.budget:
+                self.table[key] = value
+                self.used += cost
+        return value
 
 
 def _label_answers(
@@ -144,7 +178,7 @@ def _label_answers(
     r"""``latex -> (answer, None)`` or ``(None, rejection reason)`` for ``vanilla``, ``tree`` and ``can``.
 
     The targets of these tasks are pure functions of the label string, so they are memoised per distinct
-    label (:data:`ANSWER_CACHE_SIZE`, least recently used dropped first); rejections are remembered too.
+    label (:class:`_BoundedMemo`, at most :data:`ANSWER_CACHE_CHARS`); rejections are remembered too.
     With ``encode`` the answers come (and are remembered) as ``encode(answer)``, e.g. as JSON strings.
 
     Example:
@@ -165,8 +199,7 @@ def _label_answers(
         return vanilla
     target = {"tree": tree_answer, "can": can_answer}[task]
 
-    @lru_cache(maxsize=ANSWER_CACHE_SIZE)
-    def memoised(latex: str) -> tuple[str | None, str | None]:
+    def outcome(latex: str) -> tuple[str | None, str | None]:
         if not latex or latex.isspace():
             return None, "bad record: empty LaTeX label"
         try:
@@ -177,7 +210,7 @@ def _label_answers(
             return None, f"bad record: {err}"
         return (answer if encode is None else encode(answer)), None
 
-    return memoised
+    return _BoundedMemo(outcome)
 
 
 def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:

@@ -107,10 +107,13 @@ class _Serialiser:
         """Parse ``tokens[pos:end]`` as a symbol followed by its arguments and the rest of the sequence."""
         tokens = self.tokens
         lines = self.lines
+        # a line is indent + symbol + suffix; both change only after a \\ (one level deeper, "nextline")
+        indent = "\t" * level
+        suffix = f" ({relation})" if relation else ""
         while pos < end:
             symbol = tokens[pos]
             pos += 1
-            lines.append("\t" * level + (f"{symbol} ({relation})" if relation else symbol))
+            lines.append(f"{indent}{symbol}{suffix}")
             if len(lines) > MAX_TREE_LINES:
                 raise TreeParseError(f"tree longer than {MAX_TREE_LINES} lines (unbalanced braces?)")
             kind = _KIND.get(symbol, 0)
@@ -138,10 +141,11 @@ class _Serialiser:
                 pos = self.environment(pos, end, child)
             if pos < end and tokens[pos] == _NEWLINE:
                 pos += 1
-                relation = "nextline"
                 level += 1
+                indent += "\t"
+                suffix = " (nextline)"
             else:
-                relation = "right"
+                suffix = " (right)"
 
     def environment(self, pos: int, end: int, level: int) -> int:
         tokens = self.tokens

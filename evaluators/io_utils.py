@@ -74,7 +74,10 @@ def temp_sibling(path: str | os.PathLike) -> tuple[int, str]:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # never blocks: the file is new and only ours
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # never blocks: the file is new and only ours
+    except OSError as err:  # a file system without flock: the write works, its orphan is just never cleaned
+        logger.debug("%s: cannot lock the temp file (%s)", tmp, err.strerror)
     os.fchmod(fd, 0o666 & ~current_umask())
     return fd, tmp
 
@@ -83,7 +86,8 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
     """Remove the temp files that killed atomic writes of ``name`` (any name when ``None``) left in ``folder``.
 
     Only files named as :func:`temp_sibling` names them are considered, and of those only the ones no
-    live process holds (their writer's lock is gone) and older than :data:`STALE_TEMP_SECONDS`.
+    live process holds (their writer's lock is gone) and older than :data:`STALE_TEMP_SECONDS`. On a file
+    system without ``flock`` nothing is removed (a live writer could not be told from a dead one).
 
     Returns:
         `list[Path]`: the files removed.
@@ -105,7 +109,7 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
     removed = []
     try:
         entries = [e for e in os.scandir(folder) if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
-    except FileNotFoundError:
+    except OSError:  # no such folder, or one we may not list: nothing of ours to clean
         return removed
     for entry in entries:
         try:
@@ -118,9 +122,9 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
             continue  # gone already, or not ours to read
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # BlockingIOError: its writer is alive; others: no flock here, liveness unknown
             os.close(fd)
-            continue  # its writer is alive
+            continue
         try:
             os.unlink(entry.path)
             removed.append(Path(entry.path))

@@ -40,7 +40,15 @@ from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_json, atomic_write_text
 
-__all__ = ["StepResult", "add_arguments", "format_report", "run", "run_demo"]
+__all__ = [
+    "CPU_TRAIN_SETTINGS",
+    "StepResult",
+    "add_arguments",
+    "cli_overrides",
+    "format_report",
+    "run",
+    "run_demo",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Whole-process speed and peak memory of unitune's evaluators against the upstream scripts, side by side.
 
 Every job runs as a fresh process (interpreter start-up and imports included), ours and upstream's
-interleaved, ``--repeats`` times; the table shows medians of wall time, of CPU time (user + system, from
+interleaved, ``--repeats`` times after one untimed warm-up run each (both sides then run from cached
+bytecode: ``PYTHONDONTWRITEBYTECODE`` is dropped from their environment); the table shows medians of wall time, of CPU time (user + system, from
 ``wait4``: less disturbed than wall time when other work shares the machine) and of peak RSS, the
 speed-ups, the machine's load average, and whether the outputs agree (``results.txt`` byte for byte for
 HMER; accuracy and macro P/R/F1 for FER; the tree answers for the builder).
@@ -11,7 +12,9 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
 - ``hmer``: every ``*_pred.json`` under ``<unimumer>/src_author/example_data/*/results*/`` (upstream's
   committed predictions, ~55k samples) in one ``unitune eval hmer`` process (default outputs: results.txt,
   metrics JSON with the analysis, samples JSONL) vs one process calling upstream's
-  ``TextEvaluator.evaluate`` (``scripts/eval_metrics_calculator.py``) on each file.
+  ``TextEvaluator.evaluate`` (``scripts/eval_metrics_calculator.py``) on each file. Ours runs twice: with
+  its default ``--workers`` (one forked worker per available CPU; wall time gains from the second core,
+  CPU time is the sum over all processes) and with ``--workers 1`` (one process, like upstream).
 - ``hmer-synthetic``: ``--n`` synthetic samples (default 1,000,000) in one upstream-format file, same two
   commands: shows time and memory at scale.
 - ``tree``: ``--n`` labels (the 5,632 real CROHME labels of ``../shared`` cycled) as one sharegpt JSON list,
@@ -79,8 +82,19 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def interleaved(jobs: dict[str, list[tuple[list[str], Path]]], env: dict, repeats: int) -> dict:
-    """Run each job's commands (summed) ``repeats`` times, alternating jobs; medians of wall, CPU, peak RSS."""
+def interleaved(
+    jobs: dict[str, list[tuple[list[str], Path]]], env: dict, repeats: int, warm_up: bool = True
+) -> dict:
+    """Run each job's commands (summed) ``repeats`` times, alternating jobs; medians of wall, CPU, peak RSS.
+
+    With ``warm_up``, one untimed run of every command comes first, so both sides start from cached bytecode
+    (and a warm page cache), as installed code does; the minute-long synthetic jobs skip it (what it would
+    save there is far below their noise).
+    """
+    if warm_up:
+        for commands in jobs.values():
+            for cmd, cwd in commands:
+                run_measured(cmd, cwd, env)
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, commands in jobs.items():
@@ -107,6 +121,9 @@ def print_row(job: str, res: dict, ours: str, theirs: str, agree: str) -> None:
 
 def env_with(paths: list[str]) -> dict[str, str]:
     env = dict(os.environ)
+    # Both sides may cache bytecode (upstream's script folder, this checkout's __pycache__, both ignored by
+    # git), so neither recompiles its modules on every timed run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -128,6 +145,17 @@ def hmer_job(name: str, files: list[Path], work: Path, args, env: dict) -> None:
     ours_out.mkdir()
     up_out.mkdir()
     scripts = args.unimumer / "src_author" / "scripts"
+    ours_cmd = [
+        sys.executable,
+        "-m",
+        "evaluators.cli",
+        "eval",
+        "hmer",
+        *map(str, files),
+        "--out-dir",
+        str(ours_out),
+    ]
+    one_worker_cmd = [*ours_cmd[:-1], str(work / "ours_1_worker"), "--workers", "1"]
     res = interleaved(
         {
             "upstream": [
@@ -143,29 +171,25 @@ def hmer_job(name: str, files: list[Path], work: Path, args, env: dict) -> None:
                     work,
                 )
             ],
-            "ours": [
-                (
-                    [
-                        sys.executable,
-                        "-m",
-                        "evaluators.cli",
-                        "eval",
-                        "hmer",
-                        *map(str, files),
-                        "--out-dir",
-                        str(ours_out),
-                    ],
-                    REPO,
-                )
-            ],
+            "ours": [(ours_cmd, REPO)],
+            **({"ours, 1 worker": [(one_worker_cmd, REPO)]} if len(files) > 1 else {}),
         },
         env,
         args.repeats,
+        warm_up=len(files) > 1,
     )
-    same = sum((up_out / p.name).read_bytes() == (ours_out / p.name).read_bytes() for p in up_out.iterdir())
-    agree = f"results.txt identical {same}/{len(files)}"
+
+    def agreement(ours: Path) -> str:
+        same = sum((up_out / p.name).read_bytes() == (ours / p.name).read_bytes() for p in up_out.iterdir())
+        return f"results.txt identical {same}/{len(files)}"
+
     n = sum(len(json.loads(f.read_text(encoding="utf-8"))) for f in files) if len(files) > 1 else args.n
-    print_row(f"{name}: {len(files)} files, {n:,} samples", res, "ours", "upstream", agree)
+    workers = min(len(files), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    label = f"{name}: {len(files)} files, {n:,} samples ({workers} worker{'s' if workers > 1 else ''})"
+    print_row(label, res, "ours", "upstream", agreement(ours_out))
+    if "ours, 1 worker" in res:
+        one = agreement(work / "ours_1_worker")
+        print_row(f"{name}: same, `--workers 1`", res, "ours, 1 worker", "upstream", one)
 
 
 def synthetic_hmer(path: Path, n: int) -> None:
@@ -289,6 +313,7 @@ def tree_job(work: Path, args, env: dict) -> None:
         },
         upstream_env,
         args.repeats,
+        warm_up=False,
     )
     from evaluators.json_stream import iter_json_array
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,13 @@ _COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
 MAX_ITEM_CHARS = 64 * 1024 * 1024
 
 
-def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[Any]:
+def iter_json_array(
+    path: str | os.PathLike, chunk_chars: int = 1 << 20, *, on_read: Callable[[int], object] | None = None
+) -> Iterator[Any]:
     """Yield the items of the JSON list in ``path``, reading ``chunk_chars`` characters at a time.
+
+    ``on_read`` (*optional*) is called with the number of bytes of each chunk read: they add up to the file's
+    size, so a progress bar needs no counting pass.
 
     Raises:
         UserError: the file is not a JSON list or is malformed (line and column named, as ``json.load``
@@ -41,6 +46,10 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
     >>> _ = p.write_text('[{"a": 1},\\n {"b": [2, "x]"]}, 3 ]\\n')
     >>> list(iter_json_array(p, chunk_chars=4))
     [{'a': 1}, {'b': [2, 'x]']}, 3]
+    >>> read = []
+    >>> _ = list(iter_json_array(p, chunk_chars=4, on_read=read.append))
+    >>> sum(read) == p.stat().st_size
+    True
     >>> _ = p.write_text('[{"a": 1},\\n {"b" 2}]')
     >>> list(iter_json_array(p))
     Traceback (most recent call last):
@@ -69,6 +78,8 @@ def iter_json_array(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iter
             if not chunk:
                 eof = True
                 return False
+            if on_read is not None:
+                on_read(len(chunk) if chunk.isascii() else len(chunk.encode("utf-8")))
             consumed = buf[:pos]
             newlines = consumed.count("\n")
             if newlines:

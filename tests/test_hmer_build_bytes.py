@@ -193,3 +193,22 @@ def test_media_paths_is_media_path_for(tmp_path, monkeypatch):
     for media_dir in ("ds", "ds/", tmp_path / "ds", "/", "//ds", ".", "/ds"):
         to_write = MediaPaths(media_dir)
         assert [to_write(i) for i in images] == [media_path_for(i, media_dir) for i in images], media_dir
+
+
+def test_progress_bar_reads_once_and_ends_full(tmp_path, monkeypatch, capsys):
+    """A JSON list gets a byte bar (no counting pass), JSONL a record bar; the output does not change."""
+    source, records = _corpus(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    jsonl = tmp_path / "data" / "in.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    counted = []
+    real = build_module.count_records
+    monkeypatch.setattr(build_module, "count_records", lambda path: counted.append(path) or real(path))
+    for path, unit in ((source, "B/s"), (jsonl, "rec/s")):
+        quiet, shown = tmp_path / f"quiet{path.suffix}", tmp_path / f"shown{path.suffix}"
+        build_file(path, quiet, "tree", check_images=False, progress=False)
+        build_file(path, shown, "tree", check_images=False, progress=True)
+        assert shown.read_bytes() == quiet.read_bytes()
+        bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+        assert "100%" in bar and unit in bar, bar
+    assert counted == [jsonl]  # JSONL: a cheap line count; a JSON list is not parsed twice

@@ -32,6 +32,7 @@ from .prompts import MARKERS, TASKS, human_prompt
 from .records import (
     HmerSample,
     count_records,
+    is_json_list,
     iter_json_objects,
     iter_samples,
     resolve_image,
@@ -671,72 +672,98 @@ def build_file(
     input_path = Path(input_path)
     if image_root is None:
         image_root = input_path if input_path.is_dir() else input_path.parent
-    stats = BuildStats()
-    samples: Iterable[HmerSample] = iter_samples(input_path, image_dir)
-    predictions = None
-    if predictions_path is not None:
-        predictions = (record for _, record in iter_json_objects(predictions_path))
-        if progress:
-            predictions = tqdm(
-                predictions, desc=f"{task} predictions", unit="pred",
-                total=count_records(predictions_path), mininterval=0.5, maxinterval=2,
-            )  # fmt: skip
-    elif progress:
-        samples = tqdm(
-            samples, desc=task, unit="rec", total=count_records(input_path), mininterval=0.5, maxinterval=2
-        )
     output_path = Path(output_path)
     if output_path.is_dir():
         raise UserError(
             f"OUTPUT {output_path}: is a folder; give the JSON file to write, e.g. {output_path}/data.json."
         )
     ensure_output_dir(output_path.parent, "OUTPUT's folder")
-    # The dataset and its rejected list are one set: staged, then published together (old or new, never mixed).
-    with OutputSet(output_path.parent, output_path.name) as out:
-        writer = _JsonListWriter(out.path(output_path.name))
-        side = _AtomicLines(out.path(rejected_path(output_path).name))
-        try:
-            prompt, prompt_json = None, ""
-            for row in _iter_rows(
+    stats = BuildStats()
+    byte_bars: list[tqdm] = []
+
+    def bytes_read(path: str | os.PathLike, desc: str) -> Callable[[int], object] | None:
+        """A bar over the bytes of a JSON list (counting its records would read it twice), else ``None``."""
+        if not progress or not is_json_list(path):
+            return None
+        bar = tqdm(
+            total=os.path.getsize(path), desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+            mininterval=0.5, maxinterval=2,
+        )  # fmt: skip
+        byte_bars.append(bar)
+        return bar.update
+
+    predictions = None
+    if predictions_path is not None:
+        on_read = bytes_read(predictions_path, f"{task} predictions")
+        predictions = (record for _, record in iter_json_objects(predictions_path, on_read=on_read))
+        if progress and on_read is None:
+            predictions = tqdm(
+                predictions, desc=f"{task} predictions", unit="pred",
+                total=count_records(predictions_path), mininterval=0.5, maxinterval=2,
+            )  # fmt: skip
+        samples: Iterable[HmerSample] = iter_samples(input_path, image_dir)
+    else:
+        on_read = bytes_read(input_path, task)
+        samples = iter_samples(input_path, image_dir, on_read=on_read)
+        if progress and on_read is None:
+            samples = tqdm(
                 samples,
-                task,
-                predictions=predictions,
-                image_root=image_root,
-                check_images=check_images,
-                absolute_images=absolute_images,
-                media_dir=dataset_dir if media_dir is None else media_dir,
-                stats=stats,
-                json_answers=True,
-            ):
-                if type(row) is tuple:
-                    if row[0] is not prompt:  # one prompt for a whole build, except EDL's
-                        prompt, prompt_json = row[0], _encode(row[0])
-                    writer.write_json(_sharegpt_json(prompt_json, row[1], row[2]))
-                    continue
-                if strict:
-                    raise UserError(
-                        f"{input_path}: record {row['index']} (id {row['id']!r}) rejected: "
-                        f"{row['reason']} (--strict)."
+                desc=task,
+                unit="rec",
+                total=count_records(input_path),
+                mininterval=0.5,
+                maxinterval=2,
+            )
+    try:
+        # The dataset and its rejected list are one set: staged, then published together (old or new, never mixed).
+        with OutputSet(output_path.parent, output_path.name) as out:
+            writer = _JsonListWriter(out.path(output_path.name))
+            side = _AtomicLines(out.path(rejected_path(output_path).name))
+            try:
+                prompt, prompt_json = None, ""
+                for row in _iter_rows(
+                    samples,
+                    task,
+                    predictions=predictions,
+                    image_root=image_root,
+                    check_images=check_images,
+                    absolute_images=absolute_images,
+                    media_dir=dataset_dir if media_dir is None else media_dir,
+                    stats=stats,
+                    json_answers=True,
+                ):
+                    if type(row) is tuple:
+                        if row[0] is not prompt:  # one prompt for a whole build, except EDL's
+                            prompt, prompt_json = row[0], _encode(row[0])
+                        writer.write_json(_sharegpt_json(prompt_json, row[1], row[2]))
+                        continue
+                    if strict:
+                        raise UserError(
+                            f"{input_path}: record {row['index']} (id {row['id']!r}) rejected: "
+                            f"{row['reason']} (--strict)."
+                        )
+                    side.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if stats.written == 0 and stats.rejected == 0:
+                    dropped = stats.dropped_correct + stats.dropped_duplicate
+                    why = (
+                        f"all {dropped} predictions were correct or duplicates"
+                        if dropped
+                        else "the input holds no records"
                     )
-                side.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            if stats.written == 0 and stats.rejected == 0:
-                dropped = stats.dropped_correct + stats.dropped_duplicate
-                why = (
-                    f"all {dropped} predictions were correct or duplicates"
-                    if dropped
-                    else "the input holds no records"
-                )
-                raise UserError(f"{input_path}: nothing to build ({why}); {output_path} left as it was.")
-        except BaseException:
-            writer.abort()
-            side.abort()
-            raise
-        writer.commit()
-        if stats.rejected:
-            side.commit()
-        else:
-            side.abort()
-            out.remove.append(rejected_path(output_path).name)
+                    raise UserError(f"{input_path}: nothing to build ({why}); {output_path} left as it was.")
+            except BaseException:
+                writer.abort()
+                side.abort()
+                raise
+            writer.commit()
+            if stats.rejected:
+                side.commit()
+            else:
+                side.abort()
+                out.remove.append(rejected_path(output_path).name)
+    finally:
+        for bar in byte_bars:
+            bar.close()
     logger.info("%s -> %s", stats.summary(task), output_path)
     if stats.rejected:
         logger.warning("%d rejected records listed in %s", stats.rejected, rejected_path(output_path))

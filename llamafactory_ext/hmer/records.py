@@ -18,7 +18,7 @@ Image paths: sharegpt / flat paths are **kept as given** (LLaMA-Factory resolves
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "iter_json_objects",
     "iter_samples",
     "count_records",
+    "is_json_list",
     "resolve_image",
     "sample_from_record",
 ]
@@ -151,8 +152,30 @@ def sample_from_record(record: Any, index: int = 0, source: str = "input") -> Hm
     return HmerSample(id=ident, image=images, latex=latex, pred=pred, index=index)
 
 
-def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+def is_json_list(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file whose first non-blank character is ``[`` (else JSONL, caption.txt, a folder…).
+
+    Example:
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.json").write_text(' \\n[{}]'); _ = (d / "b.jsonl").write_text('{}\\n')
+    >>> is_json_list(d / "a.json"), is_json_list(d / "b.jsonl"), is_json_list(d)
+    (True, False, False)
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        return handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def iter_json_objects(
+    path: str | os.PathLike, *, on_read: Callable[[int], object] | None = None
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, object)`` from a JSON list or a JSONL file, streamed (one item in memory at a time).
+
+    ``on_read`` (*optional*, JSON lists only): called with the bytes of each chunk read (a progress bar).
 
     Raises:
         UserError: the file is missing or malformed (file and line named).
@@ -162,10 +185,8 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         raise UserError(f"{path}: is a folder, expected a JSON or JSONL file.")
     if not path.is_file():
         raise UserError(f"{path}: no such file.")
-    with path.open("rb") as handle:
-        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    if head.startswith("["):  # a JSON list is streamed item by item too (memory flat at any size)
-        yield from enumerate(iter_json_array(path))
+    if is_json_list(path):  # a JSON list is streamed item by item too (memory flat at any size)
+        yield from enumerate(iter_json_array(path, on_read=on_read))
         return
     # JSONL is streamed; non-UTF-8, bad JSON, absurd nesting or a cut-off last line are one-line errors.
     yield from enumerate(iter_jsonl(path))
@@ -249,10 +270,8 @@ def count_records(path: str | os.PathLike) -> int | None:
         path = path / "caption.txt"
     if not path.is_file():
         return None
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        if not head.startswith(b"["):
-            handle.seek(0)
+    if not is_json_list(path):
+        with path.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
     try:
         return sum(1 for _ in iter_json_array(path))
@@ -260,12 +279,18 @@ def count_records(path: str | os.PathLike) -> int | None:
         return None
 
 
-def iter_samples(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> Iterator[HmerSample]:
+def iter_samples(
+    path: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    *,
+    on_read: Callable[[int], object] | None = None,
+) -> Iterator[HmerSample]:
     """Yield :class:`HmerSample` from any accepted input (see the module docstring), streaming JSONL.
 
     Args:
         path: a ``.json`` list, a ``.jsonl`` file, a ``caption.txt`` or a folder holding ``caption.txt``.
         image_dir: the image folder of a caption.txt (ignored for JSON inputs).
+        on_read (*optional*): JSON lists only, called with the bytes of each chunk read (a progress bar).
 
     Raises:
         UserError: the input is missing or malformed.
@@ -280,7 +305,7 @@ def iter_samples(path: str | os.PathLike, image_dir: str | os.PathLike | None = 
         yield from iter_caption(path, image_dir)
         return
     source = str(path)
-    for index, record in iter_json_objects(path):
+    for index, record in iter_json_objects(path, on_read=on_read):
         yield sample_from_record(record, index, source)
 
 

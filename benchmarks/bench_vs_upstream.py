@@ -19,7 +19,10 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
   commands: shows time and memory at scale.
 - ``tree``: ``--n`` labels (the 5,632 real CROHME labels of ``../shared`` cycled) as one sharegpt JSON list,
   converted to Tree-CoT records by upstream's ``preprocess/make_unimumer_tree_data.py --task tree`` vs
-  ``unitune data hmer --task tree --no-check-images`` (answers compared).
+  ``unitune data hmer --task tree --no-check-images`` (answers compared). Cycled labels repeat, and unitune
+  computes each distinct label's target once (a pure function of the label), as real corpora repeat too.
+- ``tree-distinct``: the same with every label made distinct (``" , <i>"`` appended: two more tokens), the
+  worst case for that memo: every target is computed.
 - ``fer``: the four FERBench files (real QA items of ``../shared``, synthetic responses from
   ``bench_fer_eval.py``) scored by UniFER's five ``eval_*/code/eval_unifer.py`` scripts (one process each,
   the time is their sum) vs one ``unitune eval fer --protocol unifer --total`` process.
@@ -28,7 +31,7 @@ Upstream code is run from where it lies (a checkout outside this repository), ne
 
     git clone https://github.com/NhatPot/Uni-MuMER-project /tmp/Uni-MuMER-project
     git clone https://github.com/zfkarl/UniFER /tmp/UniFER
-    git clone https://github.com/BFlameSwift/Uni-MuMER /tmp/Uni-MuMER  # preprocess/unimumer_tree
+    git clone https://github.com/BFlameSwift/Uni-MuMER /tmp/Uni-MuMER  # preprocess/ at commit e88e29cd6d9f
     pip install --target /tmp/upstream-deps editdistance  # upstream's only dependency we lack
     .venv/bin/python benchmarks/bench_vs_upstream.py --unimumer /tmp/Uni-MuMER-project \\
         --unifer /tmp/UniFER --tree-upstream /tmp/Uni-MuMER --upstream-path /tmp/upstream-deps
@@ -254,7 +257,7 @@ def fer_job(work: Path, args, env: dict) -> None:
     )
 
 
-def tree_job(work: Path, args, env: dict) -> None:
+def tree_job(work: Path, args, env: dict, distinct: bool = False) -> None:
     with gzip.open(
         args.shared / "reference" / "unimumer" / "tree_can_golden_from_gt.jsonl.gz", "rt"
     ) as handle:
@@ -267,7 +270,7 @@ def tree_job(work: Path, args, env: dict) -> None:
             record = {
                 "messages": [
                     {"from": "human", "value": prompt},
-                    {"from": "gpt", "value": labels[i % len(labels)]},
+                    {"from": "gpt", "value": labels[i % len(labels)] + (f" , {i}" if distinct else "")},
                 ],
                 "images": [f"images/{i}.png"],
             }
@@ -321,7 +324,8 @@ def tree_job(work: Path, args, env: dict) -> None:
     same = all(a["messages"][1]["value"] == b["messages"][1]["value"] for a, b in answers)
     count = sum(1 for _ in iter_json_array(ours))
     agree = f"{count:,} tree answers {'identical' if same else 'DIFFER'}"
-    print_row(f"tree builder: {args.n:,} labels", res, "ours", "upstream", agree)
+    kind = "distinct labels" if distinct else f"labels ({min(args.n, len(labels)):,} distinct, cycled)"
+    print_row(f"tree builder: {args.n:,} {kind}", res, "ours", "upstream", agree)
 
 
 def main() -> int:
@@ -338,17 +342,23 @@ def main() -> int:
         "--upstream-path", action="append", default=[], help="extra PYTHONPATH (editdistance)"
     )
     parser.add_argument("--tree-upstream", type=Path, help="checkout of BFlameSwift/Uni-MuMER (preprocess/)")
-    parser.add_argument("--jobs", default="hmer,fer,tree,hmer-synthetic", help="comma-separated jobs to run")
+    parser.add_argument(
+        "--jobs", default="hmer,fer,tree,tree-distinct,hmer-synthetic", help="comma-separated jobs to run"
+    )
     parser.add_argument("--n", type=int, default=1_000_000, help="samples of hmer-synthetic, labels of tree")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--synthetic-repeats", type=int, default=1, help="repeats of tree and hmer-synthetic (slow)"
+        "--synthetic-repeats",
+        type=int,
+        default=1,
+        help="repeats of tree, tree-distinct and hmer-synthetic (slow)",
     )
     args = parser.parse_args()
     jobs = args.jobs.split(",")
     env = env_with(args.upstream_path)
     print(
-        f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs); medians of {args.repeats} runs"
+        f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs); medians of {args.repeats} runs "
+        f"({args.synthetic_repeats} for tree, tree-distinct and hmer-synthetic)"
     )
     print("\n| job | upstream | unitune | speed-up | memory | outputs | runs (s): upstream / unitune |")
     print("|---|---|---|---|---|---|---|")
@@ -372,16 +382,18 @@ def main() -> int:
                 print(
                     f"| fer | skipped: give --unifer (zfkarl/UniFER) and --shared ({args.shared}) | | | | | |"
                 )
-        if "tree" in jobs:
+        for job in ("tree", "tree-distinct"):
+            if job not in jobs:
+                continue
             if args.tree_upstream and (args.tree_upstream / "preprocess").is_dir():
-                work = tmp_path / "tree"
+                work = tmp_path / job
                 work.mkdir()
                 repeats, args.repeats = args.repeats, args.synthetic_repeats
-                tree_job(work, args, env)
+                tree_job(work, args, env, distinct=job == "tree-distinct")
                 args.repeats = repeats
             else:
                 print(
-                    "| tree | skipped: give --tree-upstream (a checkout of BFlameSwift/Uni-MuMER) | | | | | |"
+                    f"| {job} | skipped: give --tree-upstream (a checkout of BFlameSwift/Uni-MuMER) | | | | | |"
                 )
         if "hmer-synthetic" in jobs:
             if args.unimumer and (args.unimumer / "src_author").is_dir():

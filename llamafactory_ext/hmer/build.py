@@ -307,8 +307,13 @@ def _reject(sample: HmerSample, reason: str, **extra: Any) -> dict[str, Any]:
 def _edl_pairs(
     samples: Iterable[HmerSample], predictions: Iterable[dict] | None, stats: BuildStats
 ) -> Iterator[tuple[HmerSample, str | None, dict | None]]:
-    """Yield ``(sample, pred, None)`` for each new wrong prediction, or ``(sample, None, rejected)``."""
+    """Yield ``(sample, pred, None)`` for each new wrong prediction, or ``(sample, None, rejected)``.
+
+    Duplicates exist only with ``predictions`` (several per image); without, each record holds one prediction
+    and nothing is remembered, so memory stays flat.
+    """
     seen: set[tuple[int, tuple[str, ...]]] = set()
+    dedupe = predictions is not None
 
     def screen(sample: HmerSample, pred: Any, key: int) -> tuple[HmerSample, str | None, dict | None] | None:
         if not isinstance(pred, str) or not pred.strip():
@@ -334,10 +339,11 @@ def _edl_pairs(
         if list(tokens) == sample.latex.split():
             stats.dropped_correct += 1
             return None
-        if (key, tokens) in seen:
-            stats.dropped_duplicate += 1
-            return None
-        seen.add((key, tokens))
+        if dedupe:
+            if (key, tokens) in seen:
+                stats.dropped_duplicate += 1
+                return None
+            seen.add((key, tokens))
         return sample, pred, None
 
     if predictions is None:

@@ -384,3 +384,51 @@ def test_data_hmer_folds_killed_at_10_points_leaves_old_or_new_folds(tmp_path):
             assert _tree(out) == old, kill_at
         outcomes.append(outcome)
     assert "old" in outcomes and "new" in outcomes
+
+
+def test_data_fer_rlvr_killed_at_10_points_leaves_old_or_new_dataset(tmp_path):
+    """Old run: train (3 rows) + test (--eval); new run: train only (2 rows). The splits and the card are one set."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trl_grpo.rlvr_data import write_synthetic_rlvr
+
+    raw = write_synthetic_rlvr(tmp_path / "raw", task="fer", n=3)
+    rows = json.loads(raw.read_text())
+    fewer = raw.with_name("two.json")
+    fewer.write_text(json.dumps(rows[:2]))
+    out = tmp_path / "grpo"
+    common = ["data", "fer-rlvr", "--image-root", str(raw.parent), "--out-dir", str(out), "--no-progress"]
+    old_run, new_run = [*common, str(raw), "--eval", str(raw)], [*common, str(fewer)]
+    train, test = "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"
+
+    def classify(files: dict[str, bytes]) -> str:
+        if train not in files or "README.md" not in files:
+            return f"incomplete: {sorted(files)}"
+        n = pq.read_metadata(pa.BufferReader(files[train])).num_rows
+        card = files["README.md"].decode()
+        if n == 3 and test in files and "Splits: test, train." in card:
+            return "old"
+        if n == 2 and test not in files and "Splits: train." in card:
+            return "new"
+        return f"mixed: train {n} rows, test {test in files}"
+
+    assert _run_child(old_run, None) > 0
+    old = _tree(out)
+    keep = tmp_path / "kept"
+    shutil.copytree(out, keep)
+    steps = _run_child(new_run, None)
+    assert classify(old) == "old" and classify(_tree(out)) == "new"
+    outcomes = []
+    for kill_at in _kill_points(steps):
+        shutil.rmtree(out)
+        shutil.copytree(keep, out)
+        _run_child(new_run, kill_at)
+        recover_output_sets(out)
+        assert not list(out.glob(f"{STAGING_PREFIX}*")), kill_at
+        outcome = classify(_tree(out))
+        assert outcome in ("old", "new"), (kill_at, outcome)
+        if outcome == "old":
+            assert _tree(out) == old, kill_at
+        outcomes.append(outcome)
+    assert "old" in outcomes and "new" in outcomes

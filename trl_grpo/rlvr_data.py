@@ -21,6 +21,8 @@ The output folder is a Hugging Face dataset that ``datasets.load_dataset(OUT)`` 
 OUT`` load from any working directory: ``OUT/data/<split>-00000-of-00001.parquet`` (``train``, and ``test``
 with ``--eval``; the Hub's file naming, which ``load_dataset`` maps to splits) and a ``README.md`` card. Resized images
 are cached under ``OUT/.cache/images/`` (hidden from ``load_dataset``), so a re-run only re-encodes new images.
+The split files and the card of a run are published together (:class:`~evaluators.outputs.OutputSet`): a killed
+run leaves the previous dataset or the new one, never a new ``train`` beside an old ``test``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from evaluators.errors import UserError
 from evaluators.io_utils import atomic_write_text, read_records, remove_stale_temps, temp_sibling
 from evaluators.knowledge.answers import extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
+from evaluators.outputs import OutputSet
 from evaluators.progress import progress_bar
 
 __all__ = [
@@ -291,23 +294,43 @@ def _write_parquet(path: Path, rows: list[dict], images_dir: Path, bar: Any) -> 
         os.close(fd)
 
 
-def _write_card(out_dir: Path) -> Path:
-    """Write the dataset card ``README.md``, listing the split files present.
+def _card(splits: Sequence[str]) -> str:
+    """The dataset card ``README.md`` of a folder holding ``splits``.
 
     The card has no ``configs`` block on purpose: with one, datasets 4.0 caches a local folder under its
     *name* and the patterns alone, so two folders both called ``grpo`` would load the same cached rows. Without
     it, ``load_dataset`` finds ``data/<split>-*.parquet`` by the Hub's naming and hashes the real files.
     """
-    splits = sorted(p.name.split("-", 1)[0] for p in (out_dir / "data").glob("*-00000-of-00001.parquet"))
-    card = (
+    return (
         "---\npretty_name: unitune GRPO dataset\ntags: [unitune, grpo]\n---\n\n"
         "# GRPO dataset written by `unitune data fer-rlvr` / `hmer-rlvr`\n\n"
-        f"Splits: {', '.join(splits)}. Columns: `prompt` (conversational, one image placeholder), `image` "
+        f"Splits: {', '.join(sorted(splits))}. Columns: `prompt` (conversational, one image placeholder), `image` "
         "(embedded PNG), `solution`, `candidate_labels`, `task`, `problem`, `image_path` (the source image). Load it "
         "with `datasets.load_dataset(THIS_FOLDER)` or train with `trl grpo --dataset_name THIS_FOLDER "
         "--reward_funcs trl_grpo.rewards.fer_accuracy_reward`.\n"
     )
-    return atomic_write_text(out_dir / "README.md", card)
+
+
+def _present_splits(out_dir: Path) -> set[str]:
+    return {p.name.split("-", 1)[0] for p in (out_dir / "data").glob("*-00000-of-00001.parquet")}
+
+
+def _publish(out_dir: Path, splits: dict[str, list[dict]], progress: bool, keep_others: bool) -> None:
+    """Write the parquet files of ``splits`` and the card as one output set (old folder or new, never mixed).
+
+    ``keep_others``: splits already in the folder and not in ``splits`` stay (else they are removed with
+    the publication).
+    """
+    images_dir = out_dir / ".cache" / "images"
+    present = _present_splits(out_dir)
+    final = (present | set(splits)) if keep_others else set(splits)
+    with OutputSet(out_dir, "grpo-dataset") as out:
+        for split, rows in splits.items():
+            target = split_file(out_dir, split)
+            with progress_bar(len(rows), f"{split} parquet", "row", progress) as bar:
+                _write_parquet(out.path(f"data/{target.name}"), rows, images_dir, bar)
+        atomic_write_text(out.path("README.md"), _card(final))
+        out.remove += [f"data/{split_file(out_dir, split).name}" for split in sorted(present - final)]
 
 
 def convert_records(
@@ -321,7 +344,7 @@ def convert_records(
     split: str = "train",
     progress: bool = False,
 ) -> Path:
-    """Validate and convert records into split ``split`` of the dataset folder ``out_dir``.
+    """Validate and convert records into split ``split`` of the dataset folder ``out_dir`` (with the card, as one set).
 
     Args:
         records (`Sequence[dict]`): RLVR ``{"problem", "solution", "image_path"}``, FERBench QA or sharegpt records.
@@ -351,11 +374,32 @@ def convert_records(
     >>> ds.num_rows, ds[0]["image"].size, ds[0]["task"]
     (2, (224, 224), 'fer')
     """
+    out = Path(out_dir)
+    rows = _prepare_split(records, out, image_root, task, image_size, skip_invalid, source, split, progress)
+    _publish(out, {split: rows}, progress, keep_others=True)
+    return out
+
+
+def _prepare_split(
+    records: Sequence[Any],
+    out: Path,
+    image_root: str | os.PathLike | None,
+    task: str,
+    image_size: int | None,
+    skip_invalid: bool,
+    source: str,
+    split: str,
+    progress: bool,
+) -> list[dict]:
+    """Validate ``records`` and convert their images into ``out``'s cache; return the rows of the split.
+
+    Raises:
+        UserError: as :func:`convert_records`.
+    """
     if task not in _TASKS:
         raise UserError(f"task must be one of {_TASKS}, got {task!r}.")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", split):
         raise UserError(f"split must be a lowercase name like train or test, got {split!r}.")
-    out = Path(out_dir)
     images_dir = out / ".cache" / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     root = Path(image_root) if image_root is not None else None
@@ -389,11 +433,8 @@ def convert_records(
         logger.warning("%s; dropped.", summary)
     if not rows:
         raise UserError(f"{source}: no valid row to train on.")
-    with progress_bar(len(rows), f"{split} parquet", "row", progress) as bar:
-        _write_parquet(split_file(out, split), rows, images_dir, bar)
-    _write_card(out)
-    logger.info("wrote %d GRPO rows (%d images) to split %r of %s", len(rows), len(done), split, out)
-    return out
+    logger.info("split %r: %d GRPO rows (%d images) for %s", split, len(rows), len(done), out)
+    return rows
 
 
 def load_grpo_dataset(path: str | os.PathLike, split: str | None = "train"):
@@ -483,21 +524,16 @@ def run(args: argparse.Namespace) -> int:
     jobs = [("train", args.input, args.image_root)]
     if args.eval is not None:
         jobs.append(("test", args.eval, args.eval_image_root or args.image_root))
-    for split, path, root in jobs:
-        convert_records(
-            read_records(path),
-            args.out_dir,
-            image_root=root,
-            task=args.task,
-            image_size=args.image_size or None,
-            skip_invalid=args.skip_invalid,
-            source=str(path),
-            split=split,
-            progress=not args.no_progress,
+    out = Path(args.out_dir)
+    splits = {
+        split: _prepare_split(
+            read_records(path), out, root, args.task, args.image_size or None, args.skip_invalid, str(path),
+            split, not args.no_progress,
         )
-    written = {split for split, _, _ in jobs}
-    for stale in (args.out_dir / "data").glob("*-00000-of-00001.parquet"):
-        if stale.name.split("-", 1)[0] not in written:
-            stale.unlink()  # a split from an earlier run with other inputs
-    _write_card(args.out_dir)
+        for split, path, root in jobs
+    }  # fmt: skip
+    # Every split is checked before anything is written; then the splits and the card are published together,
+    # and a split of an earlier run with other inputs goes with them.
+    _publish(out, splits, not args.no_progress, keep_others=False)
+    logger.info("wrote %s to %s", ", ".join(f"{s} ({len(rows)} rows)" for s, rows in splits.items()), out)
     return 0

@@ -246,12 +246,10 @@ class _ImageChecker:
         self._real_folders: dict[str, str] = {}  # folder of a found image -> its real path
 
     def _folders_exist(self, folder: str) -> tuple[bool, bool]:
-        known = self._folders.get(folder)
-        if known is None:
-            if len(self._folders) >= self.MAX_FOLDERS:
-                self._folders.clear()
-            in_root = self.root is not None and os.path.isdir(os.path.join(self.root, folder or "."))
-            known = self._folders[folder] = (in_root, os.path.isdir(folder or "."))
+        if len(self._folders) >= self.MAX_FOLDERS:
+            self._folders.clear()
+        in_root = self.root is not None and os.path.isdir(os.path.join(self.root, folder or "."))
+        known = self._folders[folder] = (in_root, os.path.isdir(folder or "."))
         return known
 
     def _real_path(self, found: str) -> str:
@@ -274,7 +272,9 @@ class _ImageChecker:
             found = resolve_image(image, self.root)
             return None if found is None else str(found)
         cut = image.rfind("/")
-        in_root, in_cwd = self._folders_exist(image[:cut] if cut > 0 else "/" if cut == 0 else "")
+        folder = image[:cut] if cut > 0 else "/" if cut == 0 else ""
+        known = self._folders.get(folder)
+        in_root, in_cwd = known if known is not None else self._folders_exist(folder)
         if in_root:
             # os.path.join(root, image), by concatenation (in_root implies a root)
             candidate = image if image.startswith("/") else self.root + self._root_prefix + image  # type: ignore[operator]

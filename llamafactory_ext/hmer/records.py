@@ -71,10 +71,9 @@ def _image_stem(path: str) -> str:
     >>> [_image_stem(p) for p in ("a/b.png", "b", "x/.hidden", "..a", "c.d.jpg", "/d/")]
     ['b', 'b', '.hidden', '..a', 'c.d', '']
     """
-    name = path[path.rfind("/") + 1 :]
-    dot = name.rfind(".")
-    # splitext keeps leading dots: ".hidden" has no extension
-    return name[:dot] if dot > 0 and name[:dot].strip(".") else name
+    name = path.rpartition("/")[2]
+    stem = name.rpartition(".")[0]
+    return stem if stem.strip(".") else name  # splitext keeps leading dots: ".hidden" has no extension
 
 
 def sample_from_record(record: Any, index: int = 0, source: str = "input") -> HmerSample:

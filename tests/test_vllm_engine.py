@@ -140,6 +140,7 @@ class GreedyRun:
     model: Path
     hf_out: Path
     vllm_out: Path
+    vllm_log: str
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -152,12 +153,17 @@ def greedy_run(request, varied_model, demo_inputs, vllm_env, tmp_path_factory) -
     hf_out, vllm_out = root / "hf", root / "vllm"
     hf_args = ["infer", "--backend", "hf", "--model", str(model), "--out-dir", str(hf_out), *inputs, *GREEDY]
     assert unitune(hf_args) == 0
-    _vllm_infer(vllm_env, "--model", str(model), "--out-dir", str(vllm_out), *inputs, *GREEDY)
-    return GreedyRun(family, model, hf_out, vllm_out)
+    result = _vllm_infer(vllm_env, "--model", str(model), "--out-dir", str(vllm_out), *inputs, *GREEDY)
+    return GreedyRun(family, model, hf_out, vllm_out, result.stdout + result.stderr)  # vLLM logs to stdout
 
 
 def test_vllm_matches_transformers_on_hmer_and_fer(greedy_run):
     """Same prompts, ids and texts from both backends at temperature 0 in float32: one prompt builder."""
+    from evaluators.model_family import get_family
+
+    # vLLM's own model class for the family, not its generic transformers fallback
+    architecture = get_family(greedy_run.family).vllm_architecture
+    assert f"Resolved architecture: {architecture}" in greedy_run.vllm_log, greedy_run.vllm_log[-3000:]
     hf_out, vllm_out = greedy_run.hf_out, greedy_run.vllm_out
     _assert_same_outputs(hf_out, vllm_out, ["hmer_demo_test_infer.jsonl", "fer_demo_qa_infer.jsonl"])
     assert _exports(vllm_out) == _exports(hf_out)  # the upstream-format files eval reads, byte for byte

@@ -391,8 +391,9 @@ def test_data_fer_rlvr_killed_at_10_points_leaves_old_or_new_dataset(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from trl_grpo.rlvr_data import write_synthetic_rlvr
+    from trl_grpo.rlvr_data import grpo_features, write_synthetic_rlvr
 
+    grpo_features()  # imports datasets here, once, not in every forked child
     raw = write_synthetic_rlvr(tmp_path / "raw", task="fer", n=3)
     rows = json.loads(raw.read_text())
     fewer = raw.with_name("two.json")

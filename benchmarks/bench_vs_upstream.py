@@ -5,7 +5,7 @@ interleaved, ``--repeats`` times after one untimed warm-up run each (both sides 
 bytecode: ``PYTHONDONTWRITEBYTECODE`` is dropped from their environment); the table shows medians of wall time, of CPU time (user + system, from
 ``wait4``: less disturbed than wall time when other work shares the machine) and of peak RSS, the
 speed-ups, the machine's load average, and whether the outputs agree (``results.txt`` byte for byte for
-HMER; accuracy and macro P/R/F1 for FER; the tree answers for the builder).
+HMER; accuracy and macro P/R/F1 for FER; every built record for the tree builder).
 
 Jobs (each skipped, with a message, when its upstream checkout is not given):
 
@@ -19,7 +19,7 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
   commands: shows time and memory at scale.
 - ``tree``: ``--n`` labels (the 5,632 real CROHME labels of ``../shared`` cycled) as one sharegpt JSON list,
   converted to Tree-CoT records by upstream's ``preprocess/make_unimumer_tree_data.py --task tree`` vs
-  ``unitune data hmer --task tree --no-check-images`` (answers compared). Cycled labels repeat, and unitune
+  ``unitune data hmer --task tree --no-check-images`` (records compared, and their number). Cycled labels repeat, and unitune
   computes each distinct label's target once (a pure function of the label), as real corpora repeat too.
 - ``tree-distinct``: the same with every label made distinct (``" , <i>"`` appended: two more tokens), the
   worst case for that memo: every target is computed.
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import random
@@ -320,10 +321,13 @@ def tree_job(work: Path, args, env: dict, distinct: bool = False) -> None:
     )
     from evaluators.json_stream import iter_json_array
 
-    answers = zip(iter_json_array(theirs), iter_json_array(ours), strict=False)
-    same = all(a["messages"][1]["value"] == b["messages"][1]["value"] for a, b in answers)
-    count = sum(1 for _ in iter_json_array(ours))
-    agree = f"{count:,} tree answers {'identical' if same else 'DIFFER'}"
+    same, count = True, 0
+    for a, b in itertools.zip_longest(
+        iter_json_array(theirs), iter_json_array(ours)
+    ):  # counts must match too
+        same = same and a is not None and a == b
+        count += b is not None
+    agree = f"{count:,} records (prompt, tree answer, image) {'identical' if same else 'DIFFER'}"
     kind = "distinct labels" if distinct else f"labels ({min(args.n, len(labels)):,} distinct, cycled)"
     print_row(f"tree builder: {args.n:,} {kind}", res, "ours", "upstream", agree)
 

@@ -19,8 +19,9 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
   commands: shows time and memory at scale.
 - ``tree``: ``--n`` labels (the 5,632 real CROHME labels of ``../shared`` cycled) as one sharegpt JSON list,
   converted to Tree-CoT records by upstream's ``preprocess/make_unimumer_tree_data.py --task tree`` vs
-  ``unitune data hmer --task tree --no-check-images`` (records compared, and their number). Cycled labels repeat, and unitune
-  computes each distinct label's target once (a pure function of the label), as real corpora repeat too.
+  ``unitune data hmer --task tree --no-check-images`` (records compared, and their number). Cycled labels
+  repeat, and unitune computes each distinct label's target once (a pure function of the label), as real
+  corpora repeat too.
 - ``tree-distinct``: the same with every label made distinct (``" , <i>"`` appended: two more tokens), the
   worst case for that memo: every target is computed.
 - ``fer``: the four FERBench files (real QA items of ``../shared``, synthetic responses from

@@ -219,7 +219,7 @@ def _as_sample(item: HmerSample | dict, index: int) -> HmerSample:
 
 
 class _ImageChecker:
-    """Find each image the way :func:`resolve_image` does and choose the path to write (see :mod:`llamafactory_ext.media`).
+    """Find each image as :func:`resolve_image` does; choose the path to write (:mod:`llamafactory_ext.media`).
 
     Once per record of a million-record build, so it works on strings (no pathlib) and remembers image
     folders: a file below a missing folder cannot exist (POSIX path resolution needs every component), so
@@ -277,7 +277,8 @@ class _ImageChecker:
         in_root, in_cwd = known if known is not None else self._folders_exist(folder)
         if in_root:
             # os.path.join(root, image), by concatenation (in_root implies a root)
-            candidate = image if image.startswith("/") else self.root + self._root_prefix + image  # type: ignore[operator]
+            root = self.root or ""
+            candidate = image if image.startswith("/") else root + self._root_prefix + image
             if os.path.isfile(candidate):
                 return candidate
         if in_cwd and os.path.isfile(image):
@@ -461,7 +462,7 @@ def _iter_rows(
     stats: BuildStats,
     json_answers: bool = False,
 ) -> Iterator[tuple[str, str, str] | dict[str, Any]]:
-    """:func:`iter_build` without the record dicts: ``(prompt, answer, image)`` per record, else the rejection.
+    """:func:`iter_build` without record dicts: ``(prompt, answer, image)`` per record, else the rejection.
 
     ``json_answers``: each answer comes encoded as a JSON string (memoised with the answer itself).
     """
@@ -507,7 +508,7 @@ def _iter_rows(
             yield reject(_reject(sample, f"bad record: {err}", latex=sample.latex))
             continue
         stats.written += 1
-        yield prompt, _encode(answer) if json_answers else answer, image  # type: ignore[misc]  # image is set when reason is None
+        yield prompt, _encode(answer) if json_answers else answer, image  # type: ignore[misc]  # set: no reason
 
 
 def build_dataset(

@@ -3,7 +3,9 @@
 For commands that evaluate several files at once: each file is a job, the loaded inputs are inherited by
 the workers through ``fork`` (nothing is copied or pickled), each worker writes its own outputs and sends
 back a small JSON result. The results, and so every output, are the same whatever the number of workers;
-only the wall time changes. Without ``os.fork`` (or with one worker, or one job) the jobs simply run here.
+only the wall time changes. Without ``os.fork``, with one worker or one job, or while other threads run
+in this process (a fork copies only the calling thread, and any lock another one holds), the jobs simply
+run here.
 
 A job that raises stops the whole call: a :class:`~evaluators.errors.UserError` comes back as one (its
 message kept), anything else as a ``RuntimeError`` carrying the worker's traceback; workers still running
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,7 +77,8 @@ def run_jobs(job: Callable[[int], Any], weights: Sequence[float], workers: int) 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     groups = split_jobs(weights, min(workers, len(weights))) if weights else []
-    if len(groups) <= 1 or not hasattr(os, "fork"):
+    # Forking a process that runs other threads can copy a lock another thread holds: then run here.
+    if len(groups) <= 1 or not hasattr(os, "fork") or threading.active_count() > 1:
         return [job(i) for i in range(len(weights))]
     children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
     try:

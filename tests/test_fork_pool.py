@@ -24,6 +24,20 @@ def test_results_in_job_order_and_from_other_processes() -> None:
     assert len({r[1] for r in results}) == 2
 
 
+def test_runs_here_while_other_threads_run() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        results = run_jobs(lambda i: os.getpid(), [1, 1, 1], workers=2)
+    finally:
+        stop.set()
+        thread.join()
+    assert results == [os.getpid()] * 3
+
+
 def test_split_balances_by_weight() -> None:
     groups = split_jobs([10, 1, 1, 1, 9], 2)
     assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4]

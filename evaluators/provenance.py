@@ -45,18 +45,20 @@ def git_revision() -> str | None:
     """
     if not (_SOURCE_ROOT / ".git").exists():
         return None
+    # One git process for both answers: the commit is porcelain v2's "# branch.oid" header ("(initial)"
+    # before the first commit), and any other line is a changed tracked file.
     try:
-        head = subprocess.run(
-            ["git", "-C", str(_SOURCE_ROOT), "rev-parse", "HEAD"],
+        lines = subprocess.run(
+            ["git", "-C", str(_SOURCE_ROOT), "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(_SOURCE_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.splitlines()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return head + ("+dirty" if dirty else "") if head else None
+    head = next((line[len("# branch.oid ") :] for line in lines if line.startswith("# branch.oid ")), "")
+    if not head or head == "(initial)":  # no commit yet
+        return None
+    dirty = any(not line.startswith("#") for line in lines)
+    return head + ("+dirty" if dirty else "")
 
 
 def model_from_inference_meta(prediction_file: str | os.PathLike) -> str | None:

@@ -22,8 +22,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from itertools import count
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import count, tee
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
@@ -255,14 +255,16 @@ _OP = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": [%d, %d], "pred_span": 
 
 
 def _tokens_json(tokens: list[str], start: int, stop: int) -> str:
-    """``tokens[start:stop]`` as the inside of a JSON list (most spans hold one token or none)."""
-    if stop - start == 1:
-        return encode_basestring(tokens[start])
+    """``tokens[start:stop]`` as the inside of a JSON list (spans of one token are formatted inline)."""
     return ", ".join(map(encode_basestring, tokens[start:stop]))
 
 
 def _ops_json(result: HmerResult) -> Iterator[str]:
-    """The ``"ops"`` value of each sample as JSON text, in input order (``[]`` for exact matches)."""
+    """The ``"ops"`` value of each sample as JSON text, in input order (``[]`` for exact matches).
+
+    Most spans hold one token or none: those are encoded inline, without a call of :func:`_tokens_json`.
+    """
+    encode = encode_basestring
     for gt_tokens, pred_tokens, alignment in zip(
         result.gt_tokens, result.pred_tokens, result.alignments, strict=True
     ):
@@ -276,8 +278,8 @@ def _ops_json(result: HmerResult) -> Iterator[str]:
                     _OP
                     % (
                         tag,
-                        _tokens_json(gt_tokens, i1, i2),
-                        _tokens_json(pred_tokens, j1, j2),
+                        encode(gt_tokens[i1]) if i2 - i1 == 1 else _tokens_json(gt_tokens, i1, i2),
+                        encode(pred_tokens[j1]) if j2 - j1 == 1 else _tokens_json(pred_tokens, j1, j2),
                         i1,
                         i2,
                         j1,
@@ -288,6 +290,30 @@ def _ops_json(result: HmerResult) -> Iterator[str]:
             )
             + "]"
         )
+
+
+def _score_reprs(scores: Sequence[float]) -> Iterator[str]:
+    """``repr`` of each edit score, each distinct value formatted once (scores repeat: 100.0 above all).
+
+    Equal floats share one text; the only equal floats with different ``repr`` are ``0.0`` and ``-0.0``,
+    and :func:`~evaluators.hmer.metrics.edit_score` never returns ``-0.0`` (``1 - d / m`` with ``d <= m``).
+
+    Example:
+
+    >>> list(_score_reprs([100.0, 80.0, 100.0]))
+    ['100.0', '80.0', '100.0']
+    """
+    reprs = {score: float.__repr__(score) for score in set(scores)}
+    return map(reprs.__getitem__, scores)
+
+
+def _preds_json(result: HmerResult, gts_json: Iterable[str]) -> Iterator[str]:
+    """The predictions JSON-encoded; a prediction equal to its label reuses the label's encoding."""
+    encode = encode_basestring
+    return (
+        gt_json if pred == gt else encode(pred)
+        for gt_json, gt, pred in zip(gts_json, result.gts, result.preds, strict=True)
+    )
 
 
 def sample_lines(result: HmerResult) -> Iterator[str]:
@@ -312,15 +338,17 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     ]
     if not (len(result.ids) == len(result.gts) == len(result.preds) == len(result.alignments) == len(scores)):
         raise ValueError("HmerResult: its per-sample lists differ in length")
+    # the labels' JSON twice: its column, and the predictions equal to their label (tee holds one row)
+    gts_json, gts_json_for_preds = tee(map(encode_basestring, result.gts))
     columns = zip(
         count(),
         map(encode_basestring, result.ids),
         map(attrgetter("distance"), result.alignments),
-        map(float.__repr__, scores),
+        _score_reprs(scores),
         map(len, result.gt_tokens),
         map(len, result.pred_tokens),
-        map(encode_basestring, result.gts),
-        map(encode_basestring, result.preds),
+        gts_json,
+        _preds_json(result, gts_json_for_preds),
         _ops_json(result),
     )
     return map(_SAMPLE_LINE.__mod__, columns)

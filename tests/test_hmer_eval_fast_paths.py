@@ -2,8 +2,7 @@
 
 - ``sample_lines`` (hand-formatted JSONL) == ``json.dumps(row, ensure_ascii=False)`` of ``sample_records``;
 - interned / shared token lists change nothing: same tokens, metrics and distances as plain ``str.split``;
-- the loader's column-wise path for plain files gives the same samples, warnings and notes as its
-  record-by-record loop, and leaves every other file to that loop.
+- ``non_whitespace_length`` (the CER denominator, counted on the joined labels) == the tokens' lengths.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ import random
 
 import pytest
 
-from evaluators.hmer import loaders
 from evaluators.hmer.cli import sample_lines, sample_records
 from evaluators.hmer.loaders import HmerSample, load_predictions
-from evaluators.hmer.metrics import bleu4_nltk, evaluate_samples, mean_edit_score
+from evaluators.hmer.metrics import bleu4_nltk, evaluate_samples, mean_edit_score, non_whitespace_length
 
 ODD = ["\\frac", "{", "}", "x", '"', "\\\\", "é", "∑", "\u2028", "\x01", "\t", "😀", "a_b", "1e5"]
 
@@ -62,43 +60,12 @@ def test_sample_lines_on_the_reference_files(shared_reference) -> None:
         ]
 
 
-PLAIN_FILES = {
-    "upstream.json": [
-        {"gt": "x ^ 2", "pred": "x ^ 3", "img_id": "a"},
-        {"gt": "y", "pred": "", "img_id": "a"},
-    ],
-    "int_ids.json": [{"gt": "x", "pred": "x", "img_id": 7}, {"gt": "y", "pred": "z", "img_id": True}],
-    "llamafactory.jsonl": [{"prompt": "p", "predict": " x ", "label": "x"}, {"predict": "", "label": "y"}],
-}
-OTHER_FILES = {  # each needs the record loop: a missing id, a null or non-string prediction, an error field
-    "missing_id.json": [{"gt": "x", "pred": "x", "img_id": "a"}, {"gt": "y", "pred": "y"}],
-    "null_pred.json": [{"gt": "x", "pred": None, "img_id": "a"}, {"gt": "y", "pred": "y", "img_id": "b"}],
-    "int_pred.json": [{"gt": "x", "pred": 3, "img_id": "a"}, {"gt": "y", "pred": "y", "img_id": "b"}],
-    "error.json": [{"gt": "x", "pred": "x", "img_id": "a", "error": False}, {"gt": "y", "pred": "y"}],
-}
-
-
-def _write(path, records) -> None:
-    if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(records), encoding="utf-8")
-
-
-@pytest.mark.parametrize("name", [*PLAIN_FILES, *OTHER_FILES])
-def test_column_loader_equals_the_record_loop(tmp_path, monkeypatch, name: str) -> None:
-    records = {**PLAIN_FILES, **OTHER_FILES}[name]
-    _write(tmp_path / name, records)
-    taken = []
-    real = loaders._plain_samples
-    monkeypatch.setattr(loaders, "_plain_samples", lambda *a: taken.append(real(*a)) or taken[-1])
-    fast = load_predictions(tmp_path / name)
-    assert (taken[0] is not None) == (name in PLAIN_FILES)
-    monkeypatch.setattr(loaders, "_plain_samples", lambda *a: None)
-    loop = load_predictions(tmp_path / name)
-    assert (fast.samples, fast.warnings, fast.notes, fast.format) == (
-        loop.samples,
-        loop.warnings,
-        loop.notes,
-        loop.format,
-    )
+@pytest.mark.parametrize("seed", range(5))
+def test_non_whitespace_length_is_the_length_of_the_tokens(seed: int) -> None:
+    rng = random.Random(seed)
+    spaces = [" ", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\u2003", "\x85"]
+    pool = ODD + spaces
+    ascii_only = [c for c in pool if c.isascii()]
+    for chars in (pool, ascii_only):
+        texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 20))) for _ in range(50)]
+        assert non_whitespace_length(texts) == sum(len(t) for text in texts for t in text.split())

@@ -16,8 +16,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter, contains, itemgetter
+from operator import attrgetter
 from pathlib import Path
 
 from evaluators.errors import UserError
@@ -165,9 +164,6 @@ def load_predictions(
             notes.append(f"{path}: {missing_first} ids have no sample_index 0; their lowest index is scored.")
 
     else:
-        fast = _plain_samples(records, gt_key, pred_key, id_key)
-        if fast is not None:
-            return _finish(path, fmt, fast, gt_key, warnings, notes, empty_gt=0)
         indexed = list(enumerate(records))
 
     samples: list[HmerSample] = []
@@ -207,53 +203,6 @@ def load_predictions(
         sample_id = record.get(id_key) if id_key else None
         append(HmerSample(str(index if sample_id is None else sample_id), gt, pred))
 
-    return _finish(path, fmt, samples, gt_key, warnings, notes, empty_gt)
-
-
-def _plain_samples(
-    records: list[dict], gt_key: str, pred_key: str, id_key: str | None
-) -> list[HmerSample] | None:
-    """The samples of a file whose records are all plain (both keys, string label and prediction, a
-    non-blank label, no ``"error"`` field, an id unless ids are indices), column by column in C; ``None``
-    for any other file, which the record-by-record loop of :func:`load_predictions` then reads, with its
-    warnings and errors.
-
-    Example:
-
-    >>> _plain_samples([{"gt": "a", "pred": "b", "img_id": 7}], "gt", "pred", "img_id")
-    [HmerSample(id='7', gt='a', pred='b')]
-    >>> _plain_samples([{"gt": "a", "pred": None, "img_id": 7}], "gt", "pred", "img_id") is None
-    True
-    """
-    try:
-        gts = list(map(itemgetter(gt_key), records))
-        preds = list(map(itemgetter(pred_key), records))
-    except KeyError:
-        return None
-    if set(map(type, gts)) != {str} or set(map(type, preds)) != {str}:
-        return None
-    if not all(gts) or any(map(str.isspace, gts)) or any(map(contains, records, repeat("error"))):
-        return None
-    if id_key is None:
-        ids = list(map(str, range(len(records))))
-    else:
-        raw_ids = list(map(dict.get, records, repeat(id_key)))
-        if None in raw_ids:  # a record without an id gets its index: the loop does that
-            return None
-        ids = list(map(str, raw_ids))
-    return list(map(HmerSample, ids, gts, preds))
-
-
-def _finish(
-    path: Path,
-    fmt: str,
-    samples: list[HmerSample],
-    gt_key: str,
-    warnings: Counter[str],
-    notes: list[str],
-    empty_gt: int,
-) -> LoadedPredictions:
-    """Refuse a meaningless file, count duplicate ids, log the notes: the end of :func:`load_predictions`."""
     _refuse_meaningless(path, samples, gt_key, warnings, empty_gt)
     duplicates = len(samples) - len(set(map(attrgetter("id"), samples)))
     if duplicates and fmt != "inference":

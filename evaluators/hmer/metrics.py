@@ -61,6 +61,7 @@ __all__ = [
     "evaluate_samples",
     "gc_paused",
     "mean_edit_score",
+    "non_whitespace_length",
     "prepare_texts",
     "threshold_counts",
     "token_edits_per_gt_char",
@@ -166,7 +167,7 @@ def token_edits_per_gt_char(distances: Sequence[int], gt_texts: Sequence[str]) -
     >>> token_edits_per_gt_char([1, 0], ["a + b", "c"])  # 1 token edit / 6 characters
     0.16666666666666666
     """
-    total_length = sum(len(text) for text in gt_texts)
+    total_length = sum(map(len, gt_texts))
     return sum(distances) / total_length if total_length > 0 else 0.0
 
 
@@ -201,13 +202,38 @@ def char_error_rate(
     )
 
 
+#: The ASCII characters ``str.split()`` splits on (``"".join(c for c in map(chr, range(128)) if c.isspace())``).
+_ASCII_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+
+
+def non_whitespace_length(texts: Sequence[str]) -> int:
+    """Characters of ``texts`` outside whitespace: ``sum`` of the lengths of their ``str.split()`` tokens.
+
+    ASCII texts (Uni-MuMER's labels) are joined once and their whitespace counted by ``str.count``, instead
+    of visiting every token; other texts are split.
+
+    Example:
+
+    >>> non_whitespace_length(["\\\\alpha + 1", "x\ty"]), non_whitespace_length(["é ∑\u2003x"])
+    (10, 3)
+    """
+    joined = "".join(texts)
+    if joined.isascii():
+        return len(joined) - sum(map(joined.count, _ASCII_WHITESPACE))
+    return sum(map(len, chain.from_iterable(map(str.split, texts))))
+
+
 def char_error_rate_tokens(
     gt_tokens: Sequence[Sequence[str]],
     pred_tokens: Sequence[Sequence[str]],
     distances: Sequence[int] | None = None,
+    gt_length: int | None = None,
 ) -> float:
     """:func:`char_error_rate` of texts given as their whitespace tokens (joined, they are the texts
     without whitespace), so a caller that has tokenised does not split again.
+
+    ``gt_length``, when given, is the labels' characters without whitespace (the sum of the lengths of
+    ``gt_tokens``, e.g. from :func:`non_whitespace_length` of the label texts): the tokens are not visited.
 
     Example:
 
@@ -220,7 +246,7 @@ def char_error_rate_tokens(
             + (f", {len(distances)} distances" if distances is not None else "")
             + "; expected one of each per sample"
         )
-    length = sum(map(len, chain.from_iterable(gt_tokens)))
+    length = sum(map(len, chain.from_iterable(gt_tokens))) if gt_length is None else gt_length
     pairs = zip(gt_tokens, pred_tokens, strict=True)
     if distances is not None:  # no token edit, no character edit: only the others are aligned
         pairs = compress(pairs, distances)
@@ -584,7 +610,7 @@ def evaluate_samples(
             "bleu4": bleu4(gt_tokens, pred_tokens, alignments),
             "token_edits_per_gt_char": token_edits_per_gt_char(distances, gts),
             "token_error_rate": token_error_rate(distances, gt_lens),
-            "cer": char_error_rate_tokens(gt_tokens, pred_tokens, distances),
+            "cer": char_error_rate_tokens(gt_tokens, pred_tokens, distances, non_whitespace_length(gts)),
         }
     return HmerResult(
         n=n,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,18 @@ from evaluators.errors import UserError
 from evaluators.fork_pool import run_jobs, split_jobs
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor() -> None:
+    """Stop tqdm's monitor thread, which any earlier progress bar of this pytest process started: while it
+    runs, ``run_jobs`` rightly refuses to fork (it runs the jobs here), and the tests that fork would fail.
+    tqdm starts a new monitor with its next bar."""
+    tqdm = sys.modules.get("tqdm")
+    monitor = getattr(tqdm.tqdm, "monitor", None) if tqdm is not None else None
+    if monitor is not None:
+        monitor.exit()
+        tqdm.tqdm.monitor = None
 
 
 def test_results_in_job_order_and_from_other_processes() -> None:

@@ -71,7 +71,7 @@ class ModelFamily:
         image_token (`str`), video_token (`str`): the pad tokens the processor expands per image / video.
         stop (`tuple[str, ...]`): end-of-turn and end-of-text strings generation stops at.
         projector_prefixes (`tuple[str, ...]`): parameter-name prefixes, inside the ``visual`` module, of the
-            vision-to-language projector (Qwen3-VL adds the DeepStack mergers).
+            vision-to-language projector (Qwen3-VL adds the DeepStack mergers; Qwen3.5 has none).
     """
 
     name: str
@@ -161,8 +161,7 @@ QWEN3_5 = ModelFamily(
     hf_class="Qwen3_5ForConditionalGeneration",
     vllm_architecture="Qwen3_5ForConditionalGeneration",
     min_transformers="5.2.0",
-    patch_size=16,
-    projector_prefixes=("merger.", "deepstack_merger_list."),
+    patch_size=16,  # no DeepStack: the projector is the merger alone
 )
 
 #: Every known family, by name; the first is the default.

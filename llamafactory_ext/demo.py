@@ -252,6 +252,14 @@ class _Demo:
     def _complete(folder: Path, *names: str) -> bool:
         return all((folder / name).is_file() for name in names)
 
+    @classmethod
+    def _complete_model(cls, folder: Path) -> bool:
+        """A saved model folder: config, weights and the processor file (transformers 5 names it
+        ``processor_config.json``; 4.x wrote ``preprocessor_config.json``)."""
+        return cls._complete(folder, "config.json", "model.safetensors") and any(
+            (folder / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")
+        )
+
     @staticmethod
     def _fresh(folder: Path) -> None:
         """Start a step's output folder from scratch (LLaMA-Factory silently resumes into an existing one)."""
@@ -279,7 +287,7 @@ class _Demo:
         return StepResult("", "done", outputs=[str(self.fer_data / "fer_demo_rlvr.json"), str(qa)])
 
     def tiny_model(self) -> StepResult:
-        if self._complete(self.tiny, "config.json", "model.safetensors", "preprocessor_config.json"):
+        if self._complete_model(self.tiny):
             return StepResult("", "reused", outputs=[str(self.tiny)])
         self.unitune(["tiny-model", str(self.tiny)], "03_tiny_model")
         return StepResult("", "done", outputs=[str(self.tiny)])
@@ -367,7 +375,7 @@ class _Demo:
             return ""
 
     def export(self) -> StepResult:
-        if self._complete(self.merged, "config.json", "model.safetensors", "preprocessor_config.json"):
+        if self._complete_model(self.merged):
             return StepResult("", "reused", outputs=[str(self.merged)])
         cli = _llamafactory_cli()
         if cli is None:
@@ -414,7 +422,7 @@ class _Demo:
         )
 
     def train_grpo(self) -> StepResult:
-        if self._complete(self.grpo, "config.json", "model.safetensors", "preprocessor_config.json"):
+        if self._complete_model(self.grpo):
             return StepResult("", "reused", outputs=[str(self.grpo)])
         self._fresh(self.grpo)
         grpo_data = self.grpo / "data"

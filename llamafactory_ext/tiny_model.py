@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
@@ -22,6 +23,7 @@ __all__ = [
     "build_tokenizer",
     "qwen2_5_vl_config",
     "qwen_vl_config_kwargs",
+    "save_tiny_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,30 +219,15 @@ def build_tiny_model(out_dir: str | Path, initializer_range: float = DEFAULT_INI
     >>> AutoConfig.from_pretrained(path).model_type
     'qwen2_5_vl'
     """
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     config = _build_config(tokenizer, initializer_range)
-
-    torch.manual_seed(_SEED)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), config.pad_token_id],
-        pad_token_id=config.pad_token_id,
-        do_sample=False,
-    )
-    model.save_pretrained(out, safe_serialization=True)
-
     image_processor = Qwen2VLImageProcessor(
         min_pixels=_MIN_PIXELS,
         max_pixels=_MAX_PIXELS,
@@ -257,21 +244,60 @@ def build_tiny_model(out_dir: str | Path, initializer_range: float = DEFAULT_INI
         video_processor=video_processor,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
+    return save_tiny_checkpoint(out_dir, Qwen2_5_VLForConditionalGeneration, config, processor, "Qwen2.5-VL")
+
+
+def save_tiny_checkpoint(
+    out_dir: str | Path, model_class: type, config: Any, processor: Any, display: str
+) -> Path:
+    """Write a random ``model_class(config)`` and ``processor`` to ``out_dir``, the same bytes on every call.
+
+    The sequence every tiny family shares: a fixed seed, the model in float32, a greedy generation config that
+    stops at ``<|im_end|>`` or ``<|endoftext|>`` (the text config's eos / pad ids), weights as safetensors,
+    processor and tokenizer files, the model class as top-level ``architectures`` (what vLLM and hub checkpoints
+    read), every JSON file with sorted keys.
+
+    Args:
+        out_dir (`str` or `Path`): folder to create or overwrite.
+        model_class (`type`): the transformers model class, e.g. ``Qwen3VLForConditionalGeneration``.
+        config: its config; ``config.get_text_config()`` holds the bos / eos / pad ids.
+        processor: the processor to save beside the weights (tokenizer and chat template included).
+        display (`str`): family name for the log line.
+
+    Returns:
+        `Path`: ``out_dir``.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = config.get_text_config()
+    torch.manual_seed(_SEED)
+    model = model_class(config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=text.bos_token_id,
+        eos_token_id=[text.eos_token_id, text.pad_token_id],
+        pad_token_id=text.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    _declare_architecture(out / "config.json")
+    _declare_architecture(out / "config.json", model_class.__name__)
     _canonicalise_json(out)
-    logger.info("tiny Qwen2.5-VL written to %s (%.1f kB)", out, _folder_kb(out))
+    logger.info("tiny %s written to %s (%.1f kB)", display, out, _folder_kb(out))
     return out
 
 
-def _declare_architecture(config_path: Path) -> None:
-    """Write the top-level ``architectures`` that transformers 4.57 puts only inside ``text_config``.
+def _declare_architecture(config_path: Path, class_name: str) -> None:
+    """Make the top-level ``architectures`` name ``class_name`` (transformers 4.57 put a Qwen2.5-VL's only inside
+    ``text_config``).
 
     vLLM (and the hub's real checkpoints) read the model class from the top level; without it vLLM resolves
     ``Qwen2_5_VLModel`` and refuses to generate.
     """
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["architectures"] = ["Qwen2_5_VLForConditionalGeneration"]
+    config["architectures"] = [class_name]
     config_path.write_text(json.dumps(config), encoding="utf-8")
 
 
@@ -292,6 +318,7 @@ def _folder_kb(folder: Path) -> float:
 TINY_BUILDERS = {
     "qwen2_5_vl": "llamafactory_ext.tiny_model.build_tiny_model",
     "qwen3_vl": "llamafactory_ext.tiny_qwen3_vl.build_tiny_qwen3_vl",
+    "qwen3_5": "llamafactory_ext.tiny_qwen3_5.build_tiny_qwen3_5",
 }
 
 

@@ -9,20 +9,17 @@ same ``<|vision_start|><|image_pad|><|vision_end|>`` image parts. The same call 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from evaluators.model_family import QWEN3_VL
 from llamafactory_ext.tiny_model import (
     DEFAULT_INITIALIZER_RANGE,
-    _canonicalise_json,
     build_tokenizer,
     qwen_vl_config_kwargs,
+    save_tiny_checkpoint,
 )
 
-__all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config", "qwen3_vl_processor"]
 
 #: Qwen3-VL Instruct's chat format without tools: no default system turn, image/video parts as pad tokens.
 QWEN3_VL_CHAT_TEMPLATE = (
@@ -46,7 +43,6 @@ _PATCH = QWEN3_VL.patch_size
 _FACTOR = QWEN3_VL.patch_size * QWEN3_VL.merge_size  # 32 px per vision token side
 _MIN_PIXELS = 2 * _FACTOR * 2 * _FACTOR  # 64 x 64
 _MAX_PIXELS = 4 * _FACTOR * 4 * _FACTOR  # 128 x 128: at most 16 vision tokens per image
-_SEED = 0
 
 
 def qwen3_vl_config(tokenizer, text_config: dict, vision_config: dict, **kwargs):
@@ -114,30 +110,23 @@ def build_tiny_qwen3_vl(out_dir: str | Path, initializer_range: float = DEFAULT_
     >>> config.model_type, config.architectures, config.text_config.head_dim
     ('qwen3_vl', ['Qwen3VLForConditionalGeneration'], 32)
     """
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2VLImageProcessor,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-    )
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+    from transformers import Qwen3VLForConditionalGeneration
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
     config = _build_config(tokenizer, initializer_range)
-
-    torch.manual_seed(_SEED)
-    model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), config.text_config.pad_token_id],
-        pad_token_id=config.text_config.pad_token_id,
-        do_sample=False,
+    return save_tiny_checkpoint(
+        out_dir, Qwen3VLForConditionalGeneration, config, qwen3_vl_processor(tokenizer), QWEN3_VL.display
     )
-    model.save_pretrained(out, safe_serialization=True)
+
+
+def qwen3_vl_processor(tokenizer):
+    """A ``Qwen3VLProcessor`` for 16 px patches merged 2x2 and images of 64x64 to 128x128 px (1 to 16 tokens).
+
+    Qwen3.5 checkpoints use the same processor classes, so the tiny Qwen3.5 shares this one.
+    """
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     half = [0.5, 0.5, 0.5]
     image_processor = Qwen2VLImageProcessor(
@@ -155,13 +144,9 @@ def build_tiny_qwen3_vl(out_dir: str | Path, initializer_range: float = DEFAULT_
         temporal_patch_size=2,
         merge_size=QWEN3_VL.merge_size,
     )
-    processor = Qwen3VLProcessor(
+    return Qwen3VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=QWEN3_VL_CHAT_TEMPLATE,
     )
-    processor.save_pretrained(out)
-    _canonicalise_json(out)
-    logger.info("tiny Qwen3-VL written to %s", out)
-    return out

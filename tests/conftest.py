@@ -1,4 +1,4 @@
-"""Shared fixtures: the ../shared reference folder (skipped when absent) and the tiny Qwen2.5-VL model."""
+"""Shared fixtures: the ../shared reference folder (skipped when absent) and the tiny models of each family."""
 
 from __future__ import annotations
 
@@ -38,4 +38,14 @@ def tiny_qwen3_vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_qwen3_vl")
     build_tiny_qwen3_vl(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3.5 built once per test session by ``unitune tiny-model --family qwen3_5``."""
+    from llamafactory_ext.tiny_qwen3_5 import build_tiny_qwen3_5
+
+    out = tmp_path_factory.mktemp("tiny_qwen3_5")
+    build_tiny_qwen3_5(out)
     return out

@@ -20,14 +20,21 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 @pytest.fixture(autouse=True)
 def _no_tqdm_monitor() -> None:
-    """Stop tqdm's monitor thread, which any earlier progress bar of this pytest process started: while it
+    """Stop tqdm's monitor threads, which any earlier progress bar of this pytest process started: while one
     runs, ``run_jobs`` rightly refuses to fork (it runs the jobs here), and the tests that fork would fail.
-    tqdm starts a new monitor with its next bar."""
+    There is one per tqdm class that showed a bar (tqdm's own, and subclasses such as the ones transformers 5
+    and huggingface_hub show while loading weights); tqdm starts a new monitor with its next bar."""
+    import threading
+
     tqdm = sys.modules.get("tqdm")
-    monitor = getattr(tqdm.tqdm, "monitor", None) if tqdm is not None else None
-    if monitor is not None:
-        monitor.exit()
-        tqdm.tqdm.monitor = None
+    if tqdm is None:
+        return
+    from tqdm._monitor import TMonitor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, TMonitor):
+            thread.exit()
+            thread.tqdm_cls.monitor = None
 
 
 def test_results_in_job_order_and_from_other_processes() -> None:

@@ -1,4 +1,6 @@
-"""GRPO (TRL) on the tiny Qwen3-VL through the same entry point, recipes and rewards as Qwen2.5-VL."""
+"""GRPO (TRL) on the tiny Qwen3-VL through the same entry point, recipes and rewards as Qwen2.5-VL.
+
+:func:`two_grpo_steps` is the run for one family; tests/test_grpo_qwen3_5.py runs it on Qwen3.5."""
 
 from __future__ import annotations
 
@@ -28,18 +30,20 @@ def test_unknown_tiny_family_is_a_user_error():
         T.parse_args(["--config", str(UNIMUMER), "--smoke", "--tiny_model_family", "llava"])
 
 
-@pytest.mark.slow
-def test_two_grpo_steps_on_tiny_qwen3_vl(tmp_path):
+def two_grpo_steps(family_name: str, tmp_path) -> None:
+    """2 GRPO steps (smoke settings) on the tiny model of ``family_name``: finite losses, rewards, moved weights."""
     import torch
     from safetensors.torch import load_file
 
+    from evaluators.model_family import get_family
+
     script, args, model_args, mixture = T.parse_args(
-        [str(a) for a in ("--config", UNIMUMER, "--smoke", "--tiny_model_family", "qwen3_vl",
+        [str(a) for a in ("--config", UNIMUMER, "--smoke", "--tiny_model_family", family_name,
                           "--output_dir", tmp_path / "out")]
     )  # fmt: skip
     trainer = T.train(script, args, model_args, mixture)
 
-    assert type(trainer.model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert type(trainer.model).__name__ == get_family(family_name).hf_class
     steps = [log for log in trainer.state.log_history if "loss" in log]
     assert len(steps) == 2 and trainer.state.global_step == 2
     assert all(math.isfinite(log["loss"]) for log in steps)
@@ -49,3 +53,8 @@ def test_two_grpo_steps_on_tiny_qwen3_vl(tmp_path):
     after = load_file(tmp_path / "out" / "model.safetensors")
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before), "no weight changed after 2 GRPO steps"
+
+
+@pytest.mark.slow
+def test_two_grpo_steps_on_tiny_qwen3_vl(tmp_path):
+    two_grpo_steps("qwen3_vl", tmp_path)

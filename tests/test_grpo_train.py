@@ -123,6 +123,9 @@ def test_smoke_then_command_line_precedence(tmp_path):
     assert args.output_dir == str(tmp_path) and args.max_prompt_length is None
     _, args, _, _ = parse("--config", UNIFER, "--smoke")
     assert args.output_dir == "saves/smoke/unifer_grpo" and args.max_steps == 2
+    assert (
+        args.report_to == []
+    )  # smoke's `--report_to none` is the word, not None (transformers refuses [None])
 
 
 @pytest.mark.parametrize(
@@ -280,6 +283,23 @@ def test_default_lora_targets_only_the_language_model(tiny_model_dir):
     assert len(lora) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
 
 
+def test_vision_placeholders_are_never_sampled(tiny_model_dir, tmp_path):
+    """transformers generation gets the image / video pad ids as suppress_tokens; the user's own stay; vLLM untouched."""
+    from transformers import AutoTokenizer
+
+    from evaluators.model_family import DEFAULT_FAMILY
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pads = [tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")]
+    _, args, _, _ = parse("--config", UNIMUMER, "--smoke", "--output_dir", tmp_path)
+    args.generation_kwargs = {"suppress_tokens": [5], "num_beams": 1}
+    assert T.suppress_placeholders(args, tokenizer, DEFAULT_FAMILY) == pads
+    assert args.generation_kwargs == {"suppress_tokens": [5, *pads], "num_beams": 1}
+    assert T.suppress_placeholders(args, tokenizer, DEFAULT_FAMILY) == []  # already there
+    args.use_vllm, args.generation_kwargs = True, None
+    assert T.suppress_placeholders(args, tokenizer, DEFAULT_FAMILY) == [] and args.generation_kwargs is None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # compat: trl <= 0.24 + transformers >= 5.1 (no `warnings_issued`)
 # --------------------------------------------------------------------------------------------------------------
@@ -304,19 +324,27 @@ def _tiny_grpo_parts(tiny_model_dir, tmp_path):
     return model, args, data
 
 
-def test_compat_warnings_issued_lets_trl_024_build_the_trainer(tiny_model_dir, tmp_path):
+def test_compat_warnings_issued_lets_trl_024_build_the_trainer(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
     from trl import GRPOTrainer
 
+    from trl_grpo.compat import give_models_warnings_issued
     from trl_grpo.rewards import fer_accuracy_reward
 
+    monkeypatch.delattr(PreTrainedModel, "warnings_issued", raising=False)  # what `import trl_grpo` adds
     model, args, data = _tiny_grpo_parts(tiny_model_dir, tmp_path)
-    assert ensure_warnings_issued(model) is False  # transformers 4.57 sets it: nothing to do
-    del model.warnings_issued  # what transformers >= 5.1 gives
+    assert not hasattr(model, "warnings_issued")  # transformers >= 5.1 (the pinned 5.2) dropped it
     with pytest.raises(AttributeError, match="warnings_issued"):
         GRPOTrainer(model=model, reward_funcs=fer_accuracy_reward, args=args, train_dataset=data)
     assert ensure_warnings_issued(model) is True
     trainer = GRPOTrainer(model=model, reward_funcs=fer_accuracy_reward, args=args, train_dataset=data)
     assert trainer.model.warnings_issued == {"estimate_tokens": True}
+    assert ensure_warnings_issued(trainer.model) is False  # already there: nothing to do
+
+    # a model GRPOTrainer loads itself (`trl grpo`, a model id): the class-level attribute `import trl_grpo` adds
+    other, _, _ = _tiny_grpo_parts(tiny_model_dir, tmp_path)
+    assert give_models_warnings_issued() is True and give_models_warnings_issued() is False
+    assert GRPOTrainer(model=other, reward_funcs=fer_accuracy_reward, args=args, train_dataset=data)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -458,7 +486,15 @@ def test_trl_grpo_cli_on_a_fer_rlvr_folder_with_the_recipe(tmp_path, tiny_model_
 
 # Gold LaTeX built from the few tokens generation is restricted to, so rewards differ between completions.
 _HMER_GOLD = ["x ^ { 2 }", "x ^ { x }", "{ 2 } ^ x", "x x 2"]
-_ALLOWED_TEXT = [" x", " ^", " {", " 2", " }", "x"]
+_ALLOWED_TEXT = [
+    " x",
+    " ^",
+    " {",
+    " ",
+    "2",
+    " }",
+    "x",
+]  # Qwen's pre-tokenizer splits digits: " 2" is " ", "2"
 
 
 def _mixed_rlvr(tmp_path):

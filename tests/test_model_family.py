@@ -56,10 +56,18 @@ def test_unknown_model_type_is_a_user_error(tmp_path):
         load_hf_model(tmp_path)
 
 
-def test_too_new_family_names_the_transformers_version(tmp_path):
-    family = get_family("qwen3_5")
-    if Version(transformers.__version__) >= Version(family.min_transformers):
-        pytest.skip("installed transformers ships Qwen3.5")
+def _installed_transformers(monkeypatch, installed: str) -> None:
+    """Make ``require_transformers`` read ``installed`` as the transformers version (a user's older stack)."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: installed if name == "transformers" else real(name)
+    )
+
+
+def test_too_new_family_names_the_transformers_version(tmp_path, monkeypatch):
+    _installed_transformers(monkeypatch, "4.57.6")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}))
     with pytest.raises(UserError, match=r"needs transformers >= 5\.2\.0"):
         load_hf_model(tmp_path)

@@ -71,6 +71,10 @@ GPU_QWEN3 = (
     "GPU only: trains/exports Qwen3-VL-2B from the hub; the same recipes run on the tiny Qwen3-VL in "
     "tests/test_qwen3_vl_pipeline.py"
 )
+GPU_QWEN3_5 = (
+    "GPU only: trains/exports Qwen3.5-2B from the hub; the same recipes run on the tiny Qwen3.5 in "
+    "tests/test_qwen3_5_pipeline.py"
+)
 
 PLAN: dict[str, How] = {
     # Set up and check
@@ -136,6 +140,12 @@ PLAN: dict[str, How] = {
         RUN, extra=FEW_TOKENS, expect=""
     ),
     "unitune tiny-model models/tiny-qwen3vl --family qwen3_vl": How(RUN, expect=""),
+    "FORCE_TORCHRUN=1 llamafactory-cli train recipes/unimumer_qwen35_2b.yaml": How(SKIP, GPU_QWEN3_5),
+    "llamafactory-cli export recipes/unimumer_qwen35_export.yaml": How(SKIP, GPU_QWEN3_5),
+    "unitune infer --model models/unimumer-qwen35-2b --out-dir runs/crohme-q35 data/crohme_2014.json": How(
+        RUN, extra=FEW_TOKENS, expect=""
+    ),
+    "unitune tiny-model models/tiny-qwen35 --family qwen3_5": How(RUN, expect=""),
     # unitune infer
     "unitune infer --model models/merged --out-dir runs/crohme data/crohme_2014.json": How(
         RUN, extra=FEW_TOKENS, expect=""
@@ -239,7 +249,7 @@ def _absolute_images(src: Path, dst: Path, key: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> Path:
+def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir, tiny_qwen3_5_dir) -> Path:
     """A scratch checkout: links to the code, the tiny model at every README model path, demo data at every
     README data path."""
     from evaluators.cli import main as unitune
@@ -259,6 +269,7 @@ def workspace(tmp_path_factory, tiny_model_dir, tiny_qwen3_vl_dir) -> Path:
         (ws / model).parent.mkdir(parents=True, exist_ok=True)
         (ws / model).symlink_to(tiny_model_dir)
     (ws / "models" / "unimumer-qwen3vl-2b").symlink_to(tiny_qwen3_vl_dir)
+    (ws / "models" / "unimumer-qwen35-2b").symlink_to(tiny_qwen3_5_dir)
     raw = ws / "raw"
     assert unitune(["demo-data", "hmer", "--n", "2", "--n-test", "2", "--out", str(raw / "hmer")]) == 0
     assert (

@@ -1,4 +1,5 @@
-"""The Qwen3-VL recipes against upstream Uni-MuMER's train/Uni-MuMER-Qwen3-VL-{2B,4B}.yaml, key by key."""
+"""The Qwen3-VL and Qwen3.5 recipes against upstream Uni-MuMER's train/Uni-MuMER-Qwen3-VL-{2B,4B}.yaml and
+train/Uni-MuMER-Qwen3.5-{2B,4B}.yaml, key by key."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from evaluators.model_family import get_family
 REPO = Path(__file__).resolve().parents[1]
 
 # Upstream's train/Uni-MuMER-Qwen3-VL-2B.yaml and -4B.yaml (BFlameSwift/Uni-MuMER, commit 9feeb29); the two differ
-# only in the model and output_dir. `deepspeed: examples/deepspeed/ds_z3_config.json` is ZeRO-3.
+# only in the model and output_dir. `deepspeed: examples/deepspeed/ds_z3_config.json` is ZeRO-3. The Qwen3.5 files
+# (same commit) hold the same values except `template: qwen3_5_nothink` (UPSTREAM_TEMPLATE).
 UPSTREAM = {
     "image_max_pixels": 262144,
     "video_max_pixels": 16384,
@@ -47,7 +49,6 @@ UPSTREAM = {
             *("mathwriting_train_error_find", "mathwriting_train_error_fix", "mathwriting_train_tree"),
         ]
     ),
-    "template": "qwen3_vl_nothink",
     "cutoff_len": 2048,
     "max_samples": 20000000,
     "overwrite_cache": False,
@@ -69,10 +70,22 @@ UPSTREAM = {
     "save_only_model": True,
     "resume_from_checkpoint": None,
 }
-UPSTREAM_MODEL = {"2b": "Qwen/Qwen3-VL-2B-Instruct", "4b": "Qwen/Qwen3-VL-4B-Instruct"}
+UPSTREAM_TEMPLATE = {"qwen3_vl": "qwen3_vl_nothink", "qwen3_5": "qwen3_5_nothink"}
+UPSTREAM_MODEL = {
+    ("qwen3_vl", "2b"): "Qwen/Qwen3-VL-2B-Instruct",
+    ("qwen3_vl", "4b"): "Qwen/Qwen3-VL-4B-Instruct",
+    ("qwen3_5", "2b"): "Qwen/Qwen3.5-2B",
+    ("qwen3_5", "4b"): "Qwen/Qwen3.5-4B",
+}
 #: Keys where ours differ on purpose (explained in the recipe header); none changes the training.
 OURS = {"trust_remote_code": False, "report_to": "none", "overwrite_output_dir": "<absent>"}
-RECIPES = {"2b": "unimumer_qwen3vl_2b.yaml", "4b": "unimumer_qwen3vl_4b.yaml"}
+RECIPES = {
+    ("qwen3_vl", "2b"): "unimumer_qwen3vl_2b.yaml",
+    ("qwen3_vl", "4b"): "unimumer_qwen3vl_4b.yaml",
+    ("qwen3_5", "2b"): "unimumer_qwen35_2b.yaml",
+    ("qwen3_5", "4b"): "unimumer_qwen35_4b.yaml",
+}
+EXPORTS = {"qwen3_vl": "unimumer_qwen3vl_export.yaml", "qwen3_5": "unimumer_qwen35_export.yaml"}
 
 
 def _lf_fields() -> set[str]:
@@ -102,25 +115,28 @@ def _ours(recipe: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("size", sorted(RECIPES))
-def test_hyperparameters_match_upstream(size):
-    recipe = _load(RECIPES[size])
+@pytest.mark.parametrize(("family", "size"), sorted(RECIPES))
+def test_hyperparameters_match_upstream(family, size):
+    name = RECIPES[family, size]
+    recipe = _load(name)
     ours = _ours(recipe)
     differ = {k: (ours[k], v) for k, v in UPSTREAM.items() if ours[k] != v and k not in OURS}
-    assert not differ, f"{RECIPES[size]} differs from upstream (ours, upstream): {differ}"
+    assert not differ, f"{name} differs from upstream (ours, upstream): {differ}"
     assert {k: ours[k] for k in OURS} == OURS
-    assert recipe["model_name_or_path"] == UPSTREAM_MODEL[size]
-    assert recipe["template"] == get_family("qwen3_vl").template
+    assert recipe["model_name_or_path"] == UPSTREAM_MODEL[family, size]
+    assert recipe["template"] == UPSTREAM_TEMPLATE[family] == get_family(family).template
     assert recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] * 8 == 512
 
 
-@pytest.mark.parametrize("name", [*RECIPES.values(), "unimumer_qwen3vl_export.yaml"])
-def test_keys_are_llamafactory_arguments_and_datasets_registered(name):
+@pytest.mark.parametrize(
+    ("family", "name"), [*((f, n) for (f, _), n in sorted(RECIPES.items())), *sorted(EXPORTS.items())]
+)
+def test_keys_are_llamafactory_arguments_and_datasets_registered(family, name):
     recipe = _load(name)
     unknown = set(recipe) - _lf_fields()
     assert not unknown, f"{name}: keys LLaMA-Factory does not know: {sorted(unknown)}"
     assert recipe["trust_remote_code"] is False
-    assert recipe["template"] == get_family("qwen3_vl").template
+    assert recipe["template"] == get_family(family).template
     info = json.loads((REPO / "dataset_info" / "dataset_info.json").read_text())
     for dataset in recipe.get("dataset", "").split(","):
         assert not dataset or dataset.strip() in info, f"{name} names {dataset!r}, not in dataset_info.json"

@@ -20,7 +20,7 @@ def _digest(folder):
 def test_files_small_and_deterministic(tiny_model_dir, tmp_path):
     total = sum(p.stat().st_size for p in tiny_model_dir.iterdir())
     assert total < 1024 * 1024, f"tiny model is {total} bytes"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= {
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= {
         p.name for p in tiny_model_dir.iterdir()
     }
     again = build_tiny_model(tmp_path / "again")

@@ -167,6 +167,19 @@ def test_vllm_overrides_fill_missing_architectures_and_refuse_wrong_ones(tmp_pat
     assert vllm_hf_overrides(small_heads) == {}  # on a GPU any head size runs
     with pytest.raises(UserError, match="head size 16 .* not supported by vLLM on the CPU"):
         vllm_hf_overrides(small_heads, cpu=True)
+    # Qwen3.5: vLLM's CPU Gated DeltaNet kernel runs in bfloat16 only
+    linear = {"head_dim": 32, "num_attention_heads": 2, "layer_types": ["linear_attention", "full_attention"]}
+    qwen3_5 = _config(
+        tmp_path / "qwen3_5",
+        model_type="qwen3_5",
+        architectures=["Qwen3_5ForConditionalGeneration"],
+        dtype="float32",
+        text_config=linear,
+    )
+    with pytest.raises(UserError, match="only in bfloat16, got dtype float32; pass --dtype bfloat16"):
+        vllm_hf_overrides(qwen3_5, cpu=True)
+    assert vllm_hf_overrides(qwen3_5, cpu=True, dtype="bfloat16") == {}
+    assert vllm_hf_overrides(qwen3_5, dtype="float32") == {}  # a GPU runs it in float32
 
 
 def _infer_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ Each subprocess starts its own engine in-process (``VLLM_ENABLE_V1_MULTIPROCESSI
 ``--enforce-eager`` (no compilation), and vLLM's caches go to a temporary folder. Engine starts are the
 cost here, so runs are module fixtures that several tests read: one greedy run per model family (Qwen2.5-VL
 and Qwen3-VL, both built by ``unitune tiny-model``), and one seeded sampling run that the kill-and-resume
-run must reproduce.
+run must reproduce. Qwen3.5 runs in bfloat16 only on vLLM's CPU backend and has a test of its own.
 """
 
 from __future__ import annotations
@@ -215,29 +215,62 @@ def test_vllm_prompts_are_the_family_training_prompts(greedy_run, demo_inputs, v
     Qwen2.5-VL (``qwen2_vl``) has Qwen's default system turn; Qwen3-VL (``qwen3_vl_nothink``, what upstream
     trains with) has none, so neither has the other's.
     """
+    _assert_training_prompts(greedy_run.family, greedy_run.model, greedy_run.vllm_out, demo_inputs, vllm_env)
+
+
+def _assert_training_prompts(family_name: str, model: Path, vllm_out: Path, demo_inputs, vllm_env) -> None:
+    """The prompts the vLLM run of ``model`` enqueued are LLaMA-Factory's ``family_name`` prompts, token for token."""
     from transformers import AutoTokenizer
 
     from evaluators.inference.prompts import load_records
     from evaluators.model_family import get_family
 
-    family = get_family(greedy_run.family)
+    family = get_family(family_name)
     for path in demo_inputs:
-        meta = json.loads((greedy_run.vllm_out / f"{path.stem}_infer.meta.json").read_text())
+        meta = json.loads((vllm_out / f"{path.stem}_infer.meta.json").read_text())
         assert meta["system_prompt"] == family.default_system, (family.name, meta["system_prompt"])
     script = subprocess.run(
-        [str(VLLM_VENV / "bin" / "python"), "-c", _ENQUEUED_PROMPTS, str(greedy_run.model),
-         str(greedy_run.vllm_out), *map(str, demo_inputs)],
+        [str(VLLM_VENV / "bin" / "python"), "-c", _ENQUEUED_PROMPTS, str(model), str(vllm_out),
+         *map(str, demo_inputs)],
         cwd=REPO, env=vllm_env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert script.returncode == 0, script.stderr[-4000:]
     prompts = json.loads(script.stdout.strip().splitlines()[-1])
-    tokenizer = AutoTokenizer.from_pretrained(greedy_run.model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
     for path in demo_inputs:
         prompt = prompts[str(path)]
         assert prompt.startswith("<|im_start|>system\n") == (family.default_system is not None), prompt
         user_text = load_records(path)[0].text
         expected = _llamafactory_prompt_ids(family.name, tokenizer, user_text)
         assert tokenizer(prompt, add_special_tokens=False)["input_ids"] == expected, (path.name, prompt)
+
+
+def test_vllm_serves_tiny_qwen3_5_in_bfloat16(demo_inputs, vllm_env, tmp_path_factory):
+    """Qwen3.5 on vLLM's CPU backend: its Gated DeltaNet layers run in bfloat16 only, so a float32 run is refused
+    before the engine starts; in bfloat16 every record gets an answer and the prompts are LLaMA-Factory's
+    ``qwen3_5_nothink`` ones. (No parity check with transformers: bfloat16 kernels of the two engines round
+    differently, and greedy outputs of a random model part after a few tokens.)"""
+    model = _varied(tmp_path_factory, "qwen3_5")
+    inputs = [str(p) for p in demo_inputs]
+    root = tmp_path_factory.mktemp("qwen3_5")
+    refused = subprocess.run(
+        [str(VLLM_UNITUNE), "infer", "--backend", "vllm", "--enforce-eager", "--model", str(model),
+         "--out-dir", str(root / "f32"), *inputs, *GREEDY],
+        cwd=REPO, env=vllm_env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "only in bfloat16, got dtype float32; pass --dtype bfloat16" in refused.stderr
+
+    bf16 = [*GREEDY[: GREEDY.index("--dtype")], "--dtype", "bfloat16", *GREEDY[GREEDY.index("--dtype") + 2 :]]
+    out = root / "bf16"
+    result = _vllm_infer(vllm_env, "--model", str(model), "--out-dir", str(out), *inputs, *bf16)
+    log = result.stdout + result.stderr  # vLLM logs to stdout
+    assert "Resolved architecture: Qwen3_5ForConditionalGeneration" in log, log[-3000:]
+    for path in demo_inputs:
+        rows = _lines(out / f"{path.stem}_infer.jsonl")
+        assert len(rows) == len(json.loads(path.read_text())), path.name
+        assert all(isinstance(_text(row), str) for row in rows.values())
+    _assert_training_prompts("qwen3_5", model, out, demo_inputs, vllm_env)
 
 
 def _export_merged(base: Path, tmp_path: Path, name: str) -> Path:
@@ -274,21 +307,17 @@ def _export_merged(base: Path, tmp_path: Path, name: str) -> Path:
 def test_vllm_matches_transformers_on_a_llamafactory_export(varied_model, demo_inputs, vllm_env, tmp_path):
     """A merged checkpoint written by ``llamafactory-cli export`` in the main environment, read by vLLM.
 
-    The export keeps the base's config layout: from a base saved by transformers 4.57 itself (top-level
-    ``architectures`` missing) the export misses it too, which vLLM would misread as a pooling model; the
-    backend supplies it (with a warning) and the outputs still match transformers.
+    transformers 5 writes the top-level ``architectures``; an export made on transformers 4.57 lacks it (the
+    export keeps the layout 4.57's ``save_pretrained`` gives a Qwen2.5-VL), which vLLM would misread as a
+    pooling model. Such a folder is reproduced by removing the key: the backend supplies it (with a warning) and
+    the outputs still match transformers.
     """
-    base = tmp_path / "base_saved_by_transformers"
-    base.mkdir()
-    for item in varied_model.iterdir():
-        (base / item.name).write_bytes(item.read_bytes())
-    config = json.loads((base / "config.json").read_text())
-    config.pop("architectures")  # as transformers 4.57's save_pretrained writes a Qwen2.5-VL
-    (base / "config.json").write_text(json.dumps(config))
+    base = varied_model
     merged = _export_merged(base, tmp_path, "merged")
     exported = json.loads((merged / "config.json").read_text())
-    assert "architectures" not in exported, "llamafactory-cli export now writes architectures: drop the fill?"
-    assert exported["text_config"]["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    assert exported["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    exported.pop("architectures")  # as an export on transformers 4.57 writes it
+    (merged / "config.json").write_text(json.dumps(exported))
 
     hmer = [str(demo_inputs[0])]
     hf_out, vllm_out = tmp_path / "hf", tmp_path / "vllm"

@@ -1,5 +1,6 @@
 """GRPO rewards for FER and HMER in TRL's reward-function layout, and the GRPO entry point."""
 
+from trl_grpo.compat import give_models_warnings_issued
 from trl_grpo.rewards import (
     TASK_FER,
     TASK_HMER,
@@ -13,6 +14,8 @@ from trl_grpo.rewards import (
     think_answer_format_reward,
     unifer_accuracy_reward,
 )
+
+give_models_warnings_issued()  # trl <= 0.24 + transformers >= 5.1: see trl_grpo.compat
 
 __all__ = [
     "TASK_FER",

@@ -45,6 +45,7 @@ __all__ = [
     "make_parser",
     "parse_args",
     "resolve_checkpoint",
+    "suppress_placeholders",
     "train",
 ]
 
@@ -111,7 +112,7 @@ class GRPOScriptArguments(ScriptArguments):
         freeze_projector (`bool`): keep the vision-to-language projector (``visual.merger``) fixed.
         task (`str`, *optional*): ``fer`` or ``hmer``: the recipe's task (the rows ``synthetic_data`` writes).
         tiny_model (`bool`): build unitune's tiny random Qwen2.5-VL in ``output_dir`` and train it (smoke runs).
-        tiny_model_family (`str`): the tiny model's family: ``qwen2_5_vl`` (default) or ``qwen3_vl``.
+        tiny_model_family (`str`): the tiny model's family: ``qwen2_5_vl`` (default), ``qwen3_vl`` or ``qwen3_5``.
         synthetic_data (`bool`): train on ``synthetic_rows`` generated rows of ``task`` instead of the dataset.
     """
 
@@ -138,7 +139,7 @@ class GRPOScriptArguments(ScriptArguments):
     task: str | None = field(default=None, metadata={"help": "fer or hmer (the task of synthetic rows)."})
     tiny_model: bool = field(default=False, metadata={"help": "Train unitune's tiny offline Qwen2.5-VL."})
     tiny_model_family: str = field(
-        default="qwen2_5_vl", metadata={"help": "Family of the tiny model: qwen2_5_vl or qwen3_vl."}
+        default="qwen2_5_vl", metadata={"help": "Family of the tiny model: qwen2_5_vl, qwen3_vl or qwen3_5."}
     )
     synthetic_data: bool = field(default=False, metadata={"help": "Train on generated rows of `task`."})
     synthetic_rows: int = field(default=8, metadata={"help": "Number of synthetic rows."})
@@ -189,13 +190,19 @@ def make_parser():
 
 
 def _accept_none(parser) -> None:
-    """Let ``--field None`` (or ``null``) set an optional single-valued field to None, as YAML ``null`` does."""
+    """Let ``--field None`` (or ``null``) set an optional single-valued field to None, as YAML ``null`` does.
+
+    A field whose default is the string ``"none"`` keeps it as a word: ``--report_to none`` means "no
+    integration" to transformers, which refuses ``None`` there (transformers 5 lists it as ``[None]``).
+    """
+    import dataclasses
     import typing
 
     optional = set()
     for dataclass_type in parser.dataclass_types:
+        says_none = {f.name for f in dataclasses.fields(dataclass_type) if f.default == "none"}
         for name, hint in typing.get_type_hints(dataclass_type).items():
-            if type(None) in typing.get_args(hint):
+            if type(None) in typing.get_args(hint) and name not in says_none:
                 optional.add(name)
     for action in parser._actions:
         if action.dest in optional and action.type is not None and action.nargs in (None, "?"):
@@ -553,6 +560,30 @@ def freeze_vision(model, tower: bool = False, projector: bool = False) -> int:
     return frozen
 
 
+def suppress_placeholders(training_args, tokenizer, family) -> list[int]:
+    """Keep the family's image / video placeholder tokens out of sampled completions (transformers generation).
+
+    TRL scores a completion by running the model on prompt + completion with the prompt's images; a completion
+    holding an ``<|image_pad|>`` makes transformers count more image tokens than image features and refuse the
+    batch ("Image features and image tokens do not match"). Random tiny models sample them, trained ones
+    rarely; no answer needs them. Their ids join ``generation_kwargs["suppress_tokens"]`` (the user's own
+    entries are kept). vLLM's ``SamplingParams`` has no ``suppress_tokens``: with ``use_vllm`` nothing changes.
+
+    Returns:
+        `list[int]`: the ids added.
+    """
+    if training_args.use_vllm:
+        return []
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in (family.image_token, family.video_token)]
+    ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+    kwargs = dict(training_args.generation_kwargs or {})
+    existing = list(kwargs.get("suppress_tokens") or [])
+    added = [i for i in ids if i not in existing]
+    kwargs["suppress_tokens"] = existing + added
+    training_args.generation_kwargs = kwargs
+    return added
+
+
 def _load_model(script_args, training_args, model_args):
     import torch
     from transformers import AutoProcessor
@@ -599,6 +630,7 @@ def _load_model(script_args, training_args, model_args):
         script_args.image_min_pixels, script_args.image_max_pixels
     )
     processor = AutoProcessor.from_pretrained(name, **common, **pixels)
+    suppress_placeholders(training_args, processor.tokenizer, model_family(name))
     frozen = freeze_vision(model, script_args.freeze_vision_tower, script_args.freeze_projector)
     if frozen:
         logger.info("froze %d vision parameter tensors (tower=%s, projector=%s)", frozen,

@@ -106,7 +106,7 @@ def load_processor(model: str) -> Any:
     if problems:
         raise UserError(
             f"--model {model}: not a {family.display} processor: {'; '.join(problems)}. "
-            f"Use a {family.display} checkpoint saved with its processor (preprocessor_config.json, tokenizer files)."
+            f"Use a {family.display} checkpoint saved with its processor (processor_config.json or preprocessor_config.json, tokenizer files)."
         )
     return processor
 
@@ -122,7 +122,7 @@ def _read_config(model: str) -> dict[str, Any] | None:
 
 
 def vllm_hf_overrides(
-    model: str, hf_overrides: dict[str, Any] | None = None, cpu: bool = False
+    model: str, hf_overrides: dict[str, Any] | None = None, cpu: bool = False, dtype: str = "auto"
 ) -> dict[str, Any]:
     """The ``hf_overrides`` to load ``model`` with vLLM, after checking vLLM will read it as a generator.
 
@@ -130,16 +130,20 @@ def vllm_hf_overrides(
     4.57's ``save_pretrained`` of a Qwen2.5-VL (so also ``llamafactory-cli export``) writes it only inside
     ``text_config``; vLLM then resolves ``Qwen2_5_VLModel``, picks its pooling runner and refuses to
     generate. A missing top-level value is supplied here (logged); a different one is refused. On the CPU
-    the text head size must be one vLLM's CPU attention supports.
+    the text head size must be one vLLM's CPU attention supports, and a model with linear-attention layers
+    (Qwen3.5's Gated DeltaNet) must run in bfloat16: vLLM 0.32's CPU kernel for them asserts "CPU GDN
+    attention requires BF16" after the weights have loaded.
 
     Args:
         model (`str`): the checked model folder (or hub id: nothing to check).
         hf_overrides (`dict`, *optional*): the user's ``--hf-overrides``; they win over ``config.json``.
-        cpu (`bool`): vLLM runs on the CPU (head-size check).
+        cpu (`bool`): vLLM runs on the CPU (head-size and linear-attention dtype checks).
+        dtype (`str`): the ``--dtype`` vLLM gets (``auto``: the checkpoint's ``dtype`` / ``torch_dtype``).
 
     Raises:
         UserError: ``architectures`` names a class other than the generation class of ``model_type``,
-            or (``cpu``) the head size is not supported by vLLM's CPU attention.
+            or (``cpu``) the head size is not supported by vLLM's CPU attention, or linear-attention layers
+            would run in a dtype other than bfloat16.
 
     Example:
 
@@ -188,4 +192,13 @@ def vllm_hf_overrides(
                 f"supported by vLLM on the CPU (supported: {', '.join(map(str, VLLM_CPU_HEAD_SIZES))}); "
                 "use --backend hf, or a GPU."
             )
+        if "linear_attention" in (text.get("layer_types") or []):
+            resolved = (
+                dtype if dtype != "auto" else (text.get("dtype") or text.get("torch_dtype") or "float32")
+            )
+            if str(resolved).removeprefix("torch.") != "bfloat16":
+                raise UserError(
+                    f"--model {model}: its linear-attention (Gated DeltaNet) layers run on vLLM's CPU backend "
+                    f"only in bfloat16, got dtype {resolved}; pass --dtype bfloat16, or use --backend hf, or a GPU."
+                )
     return overrides

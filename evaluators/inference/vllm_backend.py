@@ -147,7 +147,7 @@ class VLLMBackend:
         }
         if not on_cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        overrides = vllm_hf_overrides(model, hf_overrides, cpu=on_cpu)
+        overrides = vllm_hf_overrides(model, hf_overrides, cpu=on_cpu, dtype=dtype)
         if overrides:
             kwargs["hf_overrides"] = overrides
         if max_num_seqs:

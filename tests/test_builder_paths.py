@@ -189,7 +189,7 @@ def test_hmer_folds_recipe_trains_with_llamafactory(tiny_model_dir, tmp_path, mo
     monkeypatch.chdir(data)
     argv = ["data", "hmer-folds", "train.json", "--k", "2", "--out-dir", str(tmp_path / "folds")]
     assert main([*argv, "--dataset-dir", str(tmp_path / "dataset_info")]) == 0
-    recipe = tmp_path / "folds" / "recipes" / "crohme_train_fold0.yaml"
+    recipe = tmp_path / "folds" / "recipes" / "local_crohme_train_fold0.yaml"
     run = tmp_path / "run"
     run.mkdir()
     overrides = {"model_name_or_path": str(tiny_model_dir), "output_dir": str(tmp_path / "out"), **LF_CPU}

@@ -159,7 +159,9 @@ def test_hmer_folds(corpus, tmp_path):
     assert heldout[0].isdisjoint(heldout[1]) and heldout[0] | heldout[1] == {"a", "b", "c", "d"}
     for fold in manifest["folds"]:
         assert fold["n_heldout"] == 2 and fold["n_train"] == 2 * 2  # 2 records x (vanilla + can)
-        recipe = yaml.safe_load((out_dir / "recipes" / f"crohme_train_fold{fold['fold']}.yaml").read_text())
+        recipe = yaml.safe_load(
+            (out_dir / "recipes" / f"local_crohme_train_fold{fold['fold']}.yaml").read_text()
+        )
         assert recipe["dataset"] == fold["train"] and recipe["model_name_or_path"] == "tiny"
         assert recipe["dataset_dir"] == str(dataset_dir)
         train_ids = {
@@ -168,7 +170,9 @@ def test_hmer_folds(corpus, tmp_path):
         }
         assert train_ids.isdisjoint(fold["heldout_ids"])
     info = json.loads((dataset_dir / "dataset_info.json").read_text())
-    assert set(info) == {f"crohme_train_fold{i}_{part}" for i in range(2) for part in ("train", "heldout")}
+    assert set(info) == {
+        f"local_crohme_train_fold{i}_{part}" for i in range(2) for part in ("train", "heldout")
+    }
     # deterministic for a seed
     assert main([*argv, "--no-register", "--out-dir", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "folds.json").read_text())
@@ -186,12 +190,12 @@ def test_hmer_folds_default_recipe(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["data", "hmer-folds", str(corpus), "--k", "2", "--out-dir", "f", "--no-register"]
     assert main(argv) == 0
-    recipe = yaml.safe_load((tmp_path / "f" / "recipes" / "crohme_train_fold0.yaml").read_text())
+    recipe = yaml.safe_load((tmp_path / "f" / "recipes" / "local_crohme_train_fold0.yaml").read_text())
     assert recipe["model_name_or_path"] == DEFAULT_RECIPE["model_name_or_path"]
-    assert recipe["output_dir"] == "saves/crohme_train_fold0"
+    assert recipe["output_dir"] == "saves/local_crohme_train_fold0"
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "unimumer_crohme.yaml").write_text("model_name_or_path: project\ndataset: all\n")
     assert main(argv) == 0
-    recipe = yaml.safe_load((tmp_path / "f" / "recipes" / "crohme_train_fold1.yaml").read_text())
-    assert (recipe["model_name_or_path"], recipe["dataset"]) == ("project", "crohme_train_fold1_train")
+    recipe = yaml.safe_load((tmp_path / "f" / "recipes" / "local_crohme_train_fold1.yaml").read_text())
+    assert (recipe["model_name_or_path"], recipe["dataset"]) == ("project", "local_crohme_train_fold1_train")
     assert main([*argv, "--base-recipe", "missing.yaml"]) == 2

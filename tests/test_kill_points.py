@@ -344,9 +344,9 @@ def test_data_hmer_folds_killed_at_10_points_leaves_old_or_new_folds(tmp_path):
 
     def names(k: int) -> set[str]:
         per_fold = (
-            "crohme_train_fold{}_train.json",
-            "crohme_train_fold{}_heldout.json",
-            "recipes/crohme_train_fold{}.yaml",
+            "local_crohme_train_fold{}_train.json",
+            "local_crohme_train_fold{}_heldout.json",
+            "recipes/local_crohme_train_fold{}.yaml",
         )
         return {"folds.json"} | {name.format(i) for i in range(k) for name in per_fold}
 
@@ -355,7 +355,9 @@ def test_data_hmer_folds_killed_at_10_points_leaves_old_or_new_folds(tmp_path):
             return "incomplete"
         manifest = json.loads(files["folds.json"])
         k, seed = manifest["k"], manifest["seed"]
-        heldout = {f"crohme_train_fold{f['fold']}_heldout.json": f["n_heldout"] for f in manifest["folds"]}
+        heldout = {
+            f"local_crohme_train_fold{f['fold']}_heldout.json": f["n_heldout"] for f in manifest["folds"]
+        }
         consistent = set(files) == names(k) and all(
             len(json.loads(files[name])) == n for name, n in heldout.items()
         )

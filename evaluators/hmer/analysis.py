@@ -7,6 +7,7 @@ visually confusable symbols (``x``/``\\times``, ``1``/``l``...) that Error-Drive
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from evaluators.hmer.metrics import HmerResult
+from evaluators.io_utils import atomic_write_bytes
 from evaluators.knowledge.latex import count_symbols
 
 __all__ = [
@@ -294,11 +296,9 @@ def plot_analysis(analysis: dict, path: str | os.PathLike, title: str = "") -> P
         fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    image = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        fig.savefig(image, format="png", dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, image.getvalue())

@@ -137,7 +137,7 @@ def make_folds(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     k: int = 3,
-    name: str = "crohme_train",
+    name: str = "local_crohme_train",
     tasks: tuple[str, ...] = ("vanilla",),
     seed: int = 0,
     dataset_dir: str | os.PathLike | None = "dataset_info",
@@ -151,7 +151,8 @@ def make_folds(
         input_path: any input of :func:`llamafactory_ext.hmer.records.iter_samples`.
         out_dir: where fold files, ``recipes/`` and ``folds.json`` go.
         k (`int`, defaults to 3): number of folds.
-        name (`str`, defaults to ``"crohme_train"``): prefix of file and dataset names.
+        name (`str`, defaults to ``"local_crohme_train"``): prefix of file and dataset names (``local_*``, the
+            names of self-built data beside the released hub entries).
         tasks (`tuple[str]`, defaults to ``("vanilla",)``): training tasks of the fold models.
         seed (`int`, defaults to 0): shuffle seed.
         dataset_dir: folder of dataset_info.json to register in (``None``: do not register).
@@ -255,7 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--k", type=int, default=3, help="number of folds (default: %(default)s)")
     add_out_dir(parser, "folder for fold files, recipes/ and folds.json", required=True)
-    parser.add_argument("--name", default="crohme_train", help="dataset name prefix (default: %(default)s)")
+    parser.add_argument(
+        "--name", default="local_crohme_train", help="dataset name prefix (default: %(default)s)"
+    )
     parser.add_argument(
         "--tasks",
         default="vanilla",

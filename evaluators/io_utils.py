@@ -29,6 +29,7 @@ __all__ = [
     "read_records",
     "rejected_path",
     "remove_stale_temps",
+    "save_png_replacing",
     "temp_sibling",
     "write_jsonl_atomic",
     "write_lines_atomic",
@@ -166,6 +167,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
             os.replace(tmp, path)  # while the temp file is still open, so still locked
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_png_replacing(image: Any, path: str | os.PathLike) -> Path:
+    """Save a PIL ``image`` as PNG at ``path`` through a temp file renamed into place, without fsync.
+
+    For caches of converted images that a rerun can rebuild: a crash may lose the newest files but never
+    leaves a half-written one under ``path``. The temp file is renamed while still open, so its lock marks
+    it as live to :func:`remove_stale_temps`, which the caller runs once per folder rather than per image.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+    >>> save_png_replacing(Image.new("RGB", (2, 2)), p).read_bytes()[:4]
+    b'\\x89PNG'
+    """
+    path = Path(path)
+    fd, tmp = temp_sibling(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG")
+            os.replace(tmp, path)  # while open: the temp file's lock marks it as live
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

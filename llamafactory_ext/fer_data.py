@@ -42,7 +42,7 @@ from evaluators.io_utils import (
     read_records,
     rejected_path,
     remove_stale_temps,
-    temp_sibling,
+    save_png_replacing,
     write_jsonl_atomic,
 )
 from evaluators.knowledge.answers import extract_answer, is_think_answer_format
@@ -129,15 +129,7 @@ def resize_copy(source: Path, cache_dir: Path, size: int) -> Path:
     with Image.open(io.BytesIO(data)) as image:
         resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_sibling(target)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            resized.save(handle, format="PNG")
-            os.replace(tmp, target)  # while open: the temp file's lock marks it as live
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return save_png_replacing(resized, target)
 
 
 def _decodes(path: Path) -> str | None:

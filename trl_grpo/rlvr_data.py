@@ -38,7 +38,13 @@ from typing import Any
 
 from evaluators.cli import add_out_dir
 from evaluators.errors import UserError
-from evaluators.io_utils import atomic_write_text, read_records, remove_stale_temps, temp_sibling
+from evaluators.io_utils import (
+    atomic_write_text,
+    read_records,
+    remove_stale_temps,
+    save_png_replacing,
+    temp_sibling,
+)
 from evaluators.knowledge.answers import extract_answer
 from evaluators.knowledge.fer_labels import CANDIDATE_LABELS, canonical_label
 from evaluators.outputs import OutputSet
@@ -212,14 +218,7 @@ def _write_image(source: Path, images_dir: Path, image_size: int | None) -> tupl
             img = img.convert("RGB")
             if image_size:
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            fd, tmp = temp_sibling(dest)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    img.save(handle, format="PNG")
-                    os.replace(tmp, dest)  # while open: the temp file's lock marks it as live
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            save_png_replacing(img, dest)
     except (
         UnidentifiedImageError,
         OSError,

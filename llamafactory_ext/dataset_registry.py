@@ -33,6 +33,7 @@ __all__ = [
     "ensure_registrable",
     "register_dataset",
     "sharegpt_entry",
+    "unregister_stale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -269,6 +270,56 @@ def register_dataset(
     verb = "replaced" if old is not None and old != entry else "registered"
     logger.info("%s %r in %s (file_name %s)", verb, name, target, entry.get("file_name"))
     return entry
+
+
+def unregister_stale(
+    names: dict[str, str | os.PathLike], dataset_dir: str | os.PathLike = "dataset_info"
+) -> list[str]:
+    """Remove the entries ``name`` of ``names`` (name -> data file) whose file is gone, atomically and under a lock.
+
+    An entry is removed only when it still points at that very file (its ``file_name``, resolved against
+    ``dataset_dir``, is the given path) and the file no longer exists: an entry the user re-pointed elsewhere,
+    or whose file is back, is kept. Used by ``unitune data hmer-folds`` when a run with a smaller ``--k`` removes
+    an earlier run's extra folds.
+
+    Args:
+        names (`dict[str, str | os.PathLike]`): dataset name -> the data file its entry was registered with.
+        dataset_dir (`str` or `os.PathLike`, defaults to ``"dataset_info"``): the folder of dataset_info.json.
+
+    Returns:
+        `list[str]`: the names removed, in the order given.
+
+    Example:
+
+    >>> import tempfile, json, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = register_dataset("a", d / "a.json", d), register_dataset("b", d / "b.json", d)
+    >>> _ = (d / "b.json").write_text("[]")
+    >>> unregister_stale({"a": d / "a.json", "b": d / "b.json", "c": d / "c.json"}, d)  # b's file exists
+    ['a']
+    >>> list(json.loads((d / "dataset_info.json").read_text()))
+    ['b']
+    """
+    folder = Path(dataset_dir)
+    target = folder / DATASET_INFO
+    if not target.is_file():
+        return []
+    removed = []
+    with _locked(folder):
+        info = load_dataset_info(folder)
+        for name, file_path in names.items():
+            entry = info.get(name)
+            if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+                continue
+            path = Path(file_path).resolve()
+            if (folder / entry["file_name"]).resolve() == path and not path.exists():
+                del info[name]
+                removed.append(name)
+        if removed:
+            atomic_write_json(target, info)
+    for name in removed:
+        logger.info("unregistered %r from %s: its file %s is gone", name, target.resolve(), names[name])
+    return removed
 
 
 def lookup_dataset(name: str, dataset_dir: str | os.PathLike = "dataset_info") -> tuple[dict[str, Any], Path]:

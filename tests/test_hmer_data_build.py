@@ -183,6 +183,36 @@ def test_hmer_folds(corpus, tmp_path):
     assert main([*argv, "--no-register", "--tasks", "error_fix"]) == 2
 
 
+def test_hmer_folds_smaller_k_unregisters_the_removed_folds(corpus, tmp_path):
+    """k=3 then k=2: fold 2's files go with the new set, and so do its dataset_info entries; an entry of the
+    same name that the user re-pointed at another file is kept."""
+    dataset_dir, out_dir = tmp_path / "ds", tmp_path / "folds"
+    argv = ["data", "hmer-folds", str(corpus), "--out-dir", str(out_dir), "--dataset-dir", str(dataset_dir)]
+    argv += ["--base-recipe", ""]
+
+    def registered() -> set[str]:
+        return set(json.loads((dataset_dir / "dataset_info.json").read_text()))
+
+    def names(k: int) -> set[str]:
+        return {f"local_crohme_train_fold{i}_{part}" for i in range(k) for part in ("train", "heldout")}
+
+    assert main([*argv, "--k", "3"]) == 0
+    assert registered() == names(3)
+    assert main([*argv, "--k", "2"]) == 0
+    assert registered() == names(2)
+    assert not (out_dir / "local_crohme_train_fold2_train.json").exists()
+    for fold in range(2):
+        assert (out_dir / f"local_crohme_train_fold{fold}_train.json").is_file()
+    # Again k=3, then re-point fold 2's train entry at the user's own file before going back to k=2.
+    assert main([*argv, "--k", "3"]) == 0
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    (tmp_path / "mine.json").write_text("[]")
+    info["local_crohme_train_fold2_train"]["file_name"] = str(tmp_path / "mine.json")
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info))
+    assert main([*argv, "--k", "2"]) == 0
+    assert registered() == names(2) | {"local_crohme_train_fold2_train"}
+
+
 def test_hmer_folds_default_recipe(corpus, tmp_path, monkeypatch):
     """Without --base-recipe the project's recipes/unimumer_crohme.yaml is used when present, else built-ins."""
     from llamafactory_ext.hmer.folds import DEFAULT_RECIPE

@@ -11,7 +11,8 @@ fold *i*: ``DIR/NAME_fold{i}_train.json`` (the training tasks of the other folds
 ``DIR/folds.json`` (the manifest: seed, sizes, ids per fold). Assignment is a seeded shuffle, so a run is
 reproducible. The files of a run are one output set (:class:`~evaluators.outputs.OutputSet`): a killed run leaves
 the previous folds or the new ones, and the fold files an earlier run's ``folds.json`` lists that this run does not
-rewrite (it had a larger k) are removed with the publication; the dataset_info entries are written after it. Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
+rewrite (it had a larger k) are removed with the publication; the dataset_info entries are written after it, and
+the entries of those removed folds are unregistered (only while they still name the removed file). Image paths are written so LLaMA-Factory finds them from the recipes' ``dataset_dir`` (relative to
 it when the image lies inside it, else absolute), wherever training runs. Afterwards: train each recipe, sample ``n`` predictions per held-out image with ``unitune infer``,
 concatenate the prediction JSONL files and run ``unitune data hmer --task error_find INPUT OUT --predictions P``.
 """
@@ -106,31 +107,39 @@ def _build(samples: list[HmerSample], task: str, image_root: Path, media_dir: Pa
     return out
 
 
-def _earlier_fold_files(out_dir: Path) -> list[str]:
-    """Fold data and recipes listed by ``out_dir/folds.json`` (an earlier run), relative to ``out_dir``.
+def _earlier_folds(out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """What ``out_dir/folds.json`` (an earlier run) lists: its fold data and recipes, relative to ``out_dir``,
+    and its dataset names with their data files.
 
     Only files directly in ``out_dir`` or ``out_dir/recipes`` are named, so a manifest cannot point the
-    removal anywhere else.
+    removal (or an unregistration) anywhere else.
     """
     path = out_dir / "folds.json"
     if not path.is_file():
-        return []
+        return [], {}
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
         entries = [f for f in earlier["folds"] if isinstance(f, dict)]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         logger.warning("%s: not a folds manifest; the files it may list are left alone.", path)
-        return []
-    names = []
+        return [], {}
+    names, datasets = [], {}
     for entry in entries:
-        for key, below in (("train_file", ""), ("heldout_file", ""), ("recipe", "recipes/")):
+        for key, below, dataset_key in (
+            ("train_file", "", "train"),
+            ("heldout_file", "", "heldout"),
+            ("recipe", "recipes/", None),
+        ):
             value = entry.get(key)
             if not isinstance(value, str):
                 continue
             listed = Path(value)
             if listed.parent.resolve() == (out_dir / below).resolve():
                 names.append(below + listed.name)
-    return names
+                dataset = entry.get(dataset_key) if dataset_key else None
+                if isinstance(dataset, str):
+                    datasets[dataset] = str(out_dir / listed.name)
+    return names, datasets
 
 
 def make_folds(
@@ -240,12 +249,16 @@ def make_folds(
                 recipe_file,
             )
         atomic_write_json(out.path("folds.json"), manifest)
-        out.remove += _earlier_fold_files(out_dir)  # folds of an earlier run that this one does not rewrite
+        earlier_files, earlier_datasets = _earlier_folds(out_dir)
+        out.remove += earlier_files  # folds of an earlier run that this one does not rewrite
     if dataset_dir is not None:
-        from llamafactory_ext.dataset_registry import register_dataset
+        from llamafactory_ext.dataset_registry import register_dataset, unregister_stale
 
         for dataset_name, path in registrations:
             register_dataset(dataset_name, path, dataset_dir, force=force)
+        # The entries of the earlier run's removed folds (a larger k) would name missing files.
+        registered = {dataset_name for dataset_name, _ in registrations}
+        unregister_stale({n: f for n, f in earlier_datasets.items() if n not in registered}, dataset_dir)
     return manifest
 
 

@@ -49,3 +49,20 @@ def tiny_qwen3_5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_qwen3_5")
     build_tiny_qwen3_5(out)
     return out
+
+
+@pytest.fixture
+def no_tqdm_monitor() -> None:
+    """Stop tqdm's monitor threads, which any earlier progress bar of this pytest process started: while one
+    runs, code that forks workers (``data hmer --workers``) rightly runs in-process instead."""
+    import sys
+    import threading
+
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm._monitor import TMonitor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, TMonitor):
+            thread.exit()
+            thread.tqdm_cls.monitor = None

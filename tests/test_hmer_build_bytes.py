@@ -12,6 +12,7 @@ import pytest
 
 from llamafactory_ext.hmer import build as build_module
 from llamafactory_ext.hmer.build import _ImageChecker, build_file, make_record, rejected_path
+from llamafactory_ext.hmer.label_workers import LabelWorkers
 from llamafactory_ext.hmer.records import _image_stem, resolve_image, sample_from_record
 from llamafactory_ext.hmer.tree_cot import TreeParseError
 from llamafactory_ext.media import MediaPaths, media_path_for
@@ -120,12 +121,17 @@ def _reference(records, task, root, check, absolute, media_dir) -> tuple[str, st
     return text, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected)
 
 
+@pytest.mark.usefixtures("no_tqdm_monitor")  # else the build would not fork its label workers
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("task", ["vanilla", "tree", "can", "error_find", "error_fix"])
 @pytest.mark.parametrize("mode", ["no-check", "check", "media-dir", "absolute", "tiny-memo"])
-def test_build_file_bytes_equal_the_plain_definition(tmp_path, monkeypatch, task, mode):
+def test_build_file_bytes_equal_the_plain_definition(tmp_path, monkeypatch, task, mode, workers):
     source, records = _corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(build_module._JsonListWriter, "BATCH", 7)  # several batches, one partial
+    # many small chunks: some answered by the helper, some here while it is busy (tree and can)
+    monkeypatch.setattr(LabelWorkers, "CHUNK", 5)
+    monkeypatch.setattr(LabelWorkers, "MAX_PER_HELPER", 1)
     if mode == "tiny-memo":  # the memo starts afresh every few labels
         monkeypatch.setattr(build_module, "ANSWER_CACHE_CHARS", 2000)
     media_dir = tmp_path / "data" if mode == "media-dir" else tmp_path / "dataset_info"
@@ -138,6 +144,7 @@ def test_build_file_bytes_equal_the_plain_definition(tmp_path, monkeypatch, task
         absolute_images=mode == "absolute",
         media_dir=media_dir,
         progress=False,
+        workers=workers,
     )
     text, rejected = _reference(
         records, task, source.parent, mode in ("check", "absolute"), mode == "absolute", media_dir

@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _encode  # json.dumps(str, ensure_ascii=False)
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evaluators.errors import UserError
+from evaluators.fork_pool import available_cpus
 from evaluators.io_utils import ensure_output_dir, rejected_path, temp_sibling
 from evaluators.outputs import OutputSet
 from llamafactory_ext.media import MediaPaths
 
 from .edl import correction_log, mark_errors
+from .label_workers import LabelWorkers
 from .prompts import MARKERS, TASKS, human_prompt
 from .records import (
     HmerSample,
@@ -52,6 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 EDL_TASKS = ("error_find", "error_fix")
+#: Tasks whose targets :class:`LabelWorkers` helpers compute (a vanilla target is the label itself).
+_POOLED_TASKS = ("tree", "can")
 #: Paths are resolved component by component (a file below a missing folder cannot exist).
 _POSIX_PATHS = os.name == "posix"
 
@@ -163,14 +168,18 @@ class _BoundedMemo:
         value = self.table.get(key)
         if value is None:
             value = self.fn(key)
-            cost = _ENTRY_COST + len(key) + sum(len(part) for part in value if type(part) is str)
-            if self.used + cost > self.budget:
-                self.table.clear()
-                self.used = 0
-            if cost <= self.budget:
-                self.table[key] = value
-                self.used += cost
+            self.remember(key, value)
         return value
+
+    def remember(self, key: str, value: Any) -> None:
+        """Hold ``value`` as ``fn(key)`` (computed elsewhere, e.g. by a :class:`~.label_workers.LabelWorkers` helper)."""
+        cost = _ENTRY_COST + len(key) + sum(len(part) for part in value if type(part) is str)
+        if self.used + cost > self.budget:
+            self.table.clear()
+            self.used = 0
+        if cost <= self.budget:
+            self.table[key] = value
+            self.used += cost
 
 
 def _label_answers(
@@ -461,10 +470,13 @@ def _iter_rows(
     media_dir: str | os.PathLike | None,
     stats: BuildStats,
     json_answers: bool = False,
+    workers: LabelWorkers | None = None,
 ) -> Iterator[tuple[str, str, str] | dict[str, Any]]:
     """:func:`iter_build` without record dicts: ``(prompt, answer, image)`` per record, else the rejection.
 
     ``json_answers``: each answer comes encoded as a JSON string (memoised with the answer itself).
+    ``workers``: tree / can only, a started :class:`LabelWorkers` of :func:`_label_answers`'s function (the
+    same task and ``json_answers``) that computes the answers not memoised yet, in other processes too.
     """
     if task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
@@ -482,6 +494,19 @@ def _iter_rows(
 
     if task not in EDL_TASKS:
         prompt, answers = human_prompt(task), _label_answers(task, _encode if json_answers else None)
+        if workers is not None and isinstance(answers, _BoundedMemo):
+            # the same records as the loop below; the answers come computed (here or in a helper)
+            for sample, (answer, reason) in workers.answered(samples, answers):
+                image, why = images(sample.image)
+                if why is not None:
+                    yield reject(_reject(sample, why))
+                    continue
+                if reason is not None:
+                    yield reject(_reject(sample, reason, latex=sample.latex))
+                    continue
+                stats.written += 1
+                yield prompt, answer, image  # type: ignore[misc]  # answer is set when reason is None
+            return
         for sample in samples:
             image, reason = images(sample.image)
             if reason is not None:
@@ -657,6 +682,7 @@ def build_file(
     progress: bool = True,
     force: bool = False,
     media_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
 ) -> BuildStats:
     """Build ``output_path`` from ``input_path`` (see :mod:`llamafactory_ext.hmer.records` for inputs).
 
@@ -668,6 +694,8 @@ def build_file(
     working directory. Found images are written so that LLaMA-Factory resolves them from ``media_dir``
     (default ``dataset_dir``, LLaMA-Factory's default): relative to it when inside it, else absolute
     (always absolute with ``absolute_images``).
+    ``workers`` (``tree`` and ``can``; default: one per available CPU): processes computing targets, this one
+    included (:class:`~.label_workers.LabelWorkers`); the output is the same for any number.
 
     Raises:
         UserError: bad input, or ``strict`` and a record was rejected.
@@ -685,43 +713,53 @@ def build_file(
             f"OUTPUT {output_path}: is a folder; give the JSON file to write, e.g. {output_path}/data.json."
         )
     ensure_output_dir(output_path.parent, "OUTPUT's folder")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}.")
     stats = BuildStats()
+    cleanup = ExitStack()
+    pool = None
+    if task in _POOLED_TASKS and predictions_path is None:
+        # Forked before any progress bar starts tqdm's monitor thread (no fork while other threads run).
+        answer = _label_answers(task, _encode)
+        pool = cleanup.enter_context(
+            LabelWorkers(answer.fn, available_cpus() if workers is None else workers)  # type: ignore[attr-defined]
+        )
     byte_bars: list[tqdm] = []
-
-    def bytes_read(path: str | os.PathLike, desc: str) -> Callable[[int], object] | None:
-        """A bar over the bytes of a JSON list (counting its records would read it twice), else ``None``."""
-        if not progress or not is_json_list(path):
-            return None
-        bar = tqdm(
-            total=os.path.getsize(path), desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-            mininterval=0.5, maxinterval=2,
-        )  # fmt: skip
-        byte_bars.append(bar)
-        return bar.update
-
-    predictions = None
-    if predictions_path is not None:
-        on_read = bytes_read(predictions_path, f"{task} predictions")
-        predictions = (record for _, record in iter_json_objects(predictions_path, on_read=on_read))
-        if progress and on_read is None:
-            predictions = tqdm(
-                predictions, desc=f"{task} predictions", unit="pred",
-                total=count_records(predictions_path), mininterval=0.5, maxinterval=2,
-            )  # fmt: skip
-        samples: Iterable[HmerSample] = iter_samples(input_path, image_dir)
-    else:
-        on_read = bytes_read(input_path, task)
-        samples = iter_samples(input_path, image_dir, on_read=on_read)
-        if progress and on_read is None:
-            samples = tqdm(
-                samples,
-                desc=task,
-                unit="rec",
-                total=count_records(input_path),
-                mininterval=0.5,
-                maxinterval=2,
-            )
     try:
+
+        def bytes_read(path: str | os.PathLike, desc: str) -> Callable[[int], object] | None:
+            """A bar over the bytes of a JSON list (counting its records would read it twice), else ``None``."""
+            if not progress or not is_json_list(path):
+                return None
+            bar = tqdm(
+                total=os.path.getsize(path), desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                mininterval=0.5, maxinterval=2,
+            )  # fmt: skip
+            byte_bars.append(bar)
+            return bar.update
+
+        predictions = None
+        if predictions_path is not None:
+            on_read = bytes_read(predictions_path, f"{task} predictions")
+            predictions = (record for _, record in iter_json_objects(predictions_path, on_read=on_read))
+            if progress and on_read is None:
+                predictions = tqdm(
+                    predictions, desc=f"{task} predictions", unit="pred",
+                    total=count_records(predictions_path), mininterval=0.5, maxinterval=2,
+                )  # fmt: skip
+            samples: Iterable[HmerSample] = iter_samples(input_path, image_dir)
+        else:
+            on_read = bytes_read(input_path, task)
+            samples = iter_samples(input_path, image_dir, on_read=on_read)
+            if progress and on_read is None:
+                samples = tqdm(
+                    samples,
+                    desc=task,
+                    unit="rec",
+                    total=count_records(input_path),
+                    mininterval=0.5,
+                    maxinterval=2,
+                )
         # The dataset and its rejected list are one set: staged, then published together (old or new, never mixed).
         with OutputSet(output_path.parent, output_path.name) as out:
             writer = _JsonListWriter(out.path(output_path.name))
@@ -738,6 +776,7 @@ def build_file(
                     media_dir=dataset_dir if media_dir is None else media_dir,
                     stats=stats,
                     json_answers=True,
+                    workers=pool,
                 ):
                     if type(row) is tuple:
                         if row[0] is not prompt:  # one prompt for a whole build, except EDL's
@@ -769,6 +808,7 @@ def build_file(
                 side.abort()
                 out.remove.append(rejected_path(output_path).name)
     finally:
+        cleanup.close()
         for bar in byte_bars:
             bar.close()
     logger.info("%s -> %s", stats.summary(task), output_path)

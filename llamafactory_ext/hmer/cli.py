@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset-dir", default="dataset_info", help="folder of dataset_info.json (default: %(default)s)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="tree / can: processes computing targets, this one included (default: one per available CPU); "
+        "outputs are the same for any number",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         force=args.force,
         media_dir=args.media_dir,
+        workers=args.workers,
     )
     return 1 if stats.written == 0 and stats.rejected else 0

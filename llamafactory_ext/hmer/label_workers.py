@@ -1,0 +1,259 @@
+r"""Compute per-label targets in forked worker processes while this process reads and writes, in input order.
+
+The ``tree`` (and ``can``) targets are pure functions of the label string and cost more than reading and
+writing a record, so a build can use a second CPU: :class:`LabelWorkers` forks helpers that answer chunks of
+labels (sent through pipes), while this process keeps reading the input, answers what its memo already holds,
+and also answers whole chunks itself whenever every helper is busy (so a helper slowed by other work on the
+machine never holds the build up for long). Chunks come back in input order, each record with the answer its
+label gets in one process, so the output does not depend on the number of workers, only the wall time does.
+
+At most :attr:`LabelWorkers.MAX_PENDING` chunks of :attr:`LabelWorkers.CHUNK` records are held at once
+(memory stays bounded on any input). Forking is refused (everything is answered here) without ``os.fork``,
+with one worker, or while other threads run in this process (a fork copies only the calling thread, and any
+lock another one holds), like :func:`evaluators.fork_pool.run_jobs`. A helper ends when its request pipe
+closes (this process finished, failed or was killed), so none outlives the build.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import select
+import signal
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any, Protocol
+
+__all__ = ["LabelWorkers"]
+
+_HEADER = 8  # bytes of a message's length prefix (little endian)
+
+
+class _Memo(Protocol):
+    table: dict[str, Any]
+
+    def __call__(self, key: str) -> Any: ...
+
+    def remember(self, key: str, value: Any) -> None: ...
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd`` (blocking), or ``None`` at end of file."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buffer)
+
+
+def _send(fd: int, payload: bytes) -> None:
+    data = memoryview(len(payload).to_bytes(_HEADER, "little") + payload)
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _receive(fd: int) -> bytes | None:
+    head = _read_exact(fd, _HEADER)
+    if head is None:
+        return None
+    return _read_exact(fd, int.from_bytes(head, "little"))
+
+
+class _Helper:
+    """One forked helper: its pid, request pipe (write end) and answer pipe (read end)."""
+
+    __slots__ = ("answers", "pending", "pid", "requests")
+
+    def __init__(self, pid: int, requests: int, answers: int) -> None:
+        self.pid, self.requests, self.answers = pid, requests, answers
+        self.pending = 0  # chunks sent, answers not read yet
+
+
+class LabelWorkers:
+    """Answer the labels of a stream of records with ``fn``, in this process and ``workers - 1`` forked ones.
+
+    Use as a context manager (the helpers are forked on entry and stopped on exit), then :meth:`answered`.
+
+    Args:
+        fn (`Callable[[str], Any]`): label -> picklable answer, a pure function (same label, same answer).
+        workers (`int`): processes answering labels, this one included; 1 (or no fork possible) answers here.
+
+    Example:
+
+    >>> from llamafactory_ext.hmer.build import _BoundedMemo
+    >>> from llamafactory_ext.hmer.records import HmerSample
+    >>> memo = _BoundedMemo(str.upper)
+    >>> samples = [HmerSample(id=str(i), image="", latex="ab"[i % 2] * i) for i in range(5)]
+    >>> with LabelWorkers(str.upper, workers=2) as pool:
+    ...     [(s.latex, answer) for s, answer in pool.answered(samples, memo)]
+    [('', ''), ('b', 'B'), ('aa', 'AA'), ('bbb', 'BBB'), ('aaaa', 'AAAA')]
+    """
+
+    #: Records per chunk (one request to a helper).
+    CHUNK = 1024
+    #: Chunks held at most (read, not yet handed back); bounds memory.
+    MAX_PENDING = 8
+    #: Chunks a helper is given at most before this process answers the next chunk itself.
+    MAX_PER_HELPER = 2
+
+    def __init__(self, fn: Callable[[str], Any], workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.fn, self.workers = fn, workers
+        self.helpers: list[_Helper] = []
+
+    @property
+    def forked(self) -> int:
+        """How many helper processes run (0: every label is answered here)."""
+        return len(self.helpers)
+
+    def __enter__(self) -> LabelWorkers:
+        # Forking a process that runs other threads can copy a lock another thread holds: then answer here.
+        if self.workers > 1 and hasattr(os, "fork") and threading.active_count() == 1:
+            try:
+                for _ in range(self.workers - 1):
+                    self._fork()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fork(self) -> None:
+        request_read, request_write = os.pipe()
+        answer_read, answer_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the helper
+            os.close(request_write)
+            os.close(answer_read)
+            for helper in self.helpers:  # the other helpers' pipes: their ends must close with this process
+                os.close(helper.requests)
+                os.close(helper.answers)
+            _serve(self.fn, request_read, answer_write)
+        os.close(request_read)
+        os.close(answer_write)
+        self.helpers.append(_Helper(pid, request_write, answer_read))
+
+    def close(self) -> None:
+        """Stop the helpers (closing their request pipes ends them) and reap them."""
+        helpers, self.helpers = self.helpers, []
+        for helper in helpers:
+            os.close(helper.requests)
+        for helper in helpers:
+            if helper.pending:  # still working on a chunk nobody will read (an error stopped the build)
+                try:
+                    os.kill(helper.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            os.waitpid(helper.pid, 0)
+            os.close(helper.answers)
+
+    def answered(self, samples: Iterable[Any], memo: _Memo) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(sample, memo(sample.latex))`` for every sample, in order; helpers answer missing labels.
+
+        ``memo`` remembers answers (``table`` is read, :meth:`remember` adds the helpers' answers); labels it
+        holds are not sent. The same answers come out whether a label was answered here, by a helper or by
+        the memo, so only the wall time depends on the workers.
+        """
+        samples = iter(samples)
+        # Each entry: [samples of the chunk, label -> answer, the helper answering the rest or None, its labels]
+        pending: deque[list[Any]] = deque()
+        table = memo.table
+        while True:
+            chunk = list(islice(samples, self.CHUNK))
+            if chunk:
+                known: dict[str, Any] = {}
+                missing: list[str] = []
+                for label in dict.fromkeys([sample.latex for sample in chunk]):
+                    value = table.get(label)
+                    if value is None:
+                        missing.append(label)
+                    else:
+                        known[label] = value
+                helper = None
+                if missing and self.helpers:
+                    helper = min(self.helpers, key=lambda h: h.pending)
+                    if helper.pending >= self.MAX_PER_HELPER:
+                        helper = None
+                if helper is not None:
+                    _send(helper.requests, pickle.dumps(missing, pickle.HIGHEST_PROTOCOL))
+                    helper.pending += 1
+                else:
+                    for label in missing:
+                        known[label] = memo(label)
+                    missing = []
+                pending.append([chunk, known, helper, missing])
+            # Hand back every chunk that is complete, blocking only when too many are held (or at the end).
+            while pending:
+                chunk_pending, known, helper, missing = pending[0]
+                if helper is not None:
+                    if chunk and len(pending) < self.MAX_PENDING:
+                        ready, _, _ = select.select([helper.answers], [], [], 0)
+                        if not ready:
+                            break
+                    for label, value in zip(missing, self._collect(helper), strict=True):
+                        memo.remember(label, value)
+                        known[label] = value
+                pending.popleft()
+                for sample in chunk_pending:
+                    yield sample, known[sample.latex]
+            if not chunk:
+                return
+
+    def _collect(self, helper: _Helper) -> list[Any]:
+        payload = _receive(helper.answers)
+        helper.pending -= 1
+        if payload is None:
+            raise RuntimeError(f"label worker {helper.pid} died without an answer")
+        status, value = pickle.loads(payload)
+        if status != "ok":
+            raise RuntimeError(f"a label worker process failed:\n{value}")
+        return value
+
+
+def _serve(fn: Callable[[str], Any], requests: int, answers: int) -> None:  # pragma: no cover - in the helper
+    """Body of a helper: answer each chunk of labels in order until the request pipe closes, then exit at once.
+
+    A thread reads requests as they come (into an in-memory queue that the parent's limits keep short), so
+    this process's writes and the parent's never wait on each other.
+    """
+    status = 0
+    try:
+        inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+        def read_requests() -> None:
+            try:
+                while True:
+                    payload = _receive(requests)
+                    inbox.put(payload)
+                    if payload is None:
+                        return
+            except OSError:
+                inbox.put(None)
+
+        threading.Thread(target=read_requests, daemon=True).start()
+        while True:
+            payload = inbox.get()
+            if payload is None:
+                break
+            try:
+                reply: tuple[str, Any] = ("ok", [fn(label) for label in pickle.loads(payload)])
+            except BaseException:  # noqa: BLE001 - the parent raises it, with this traceback
+                reply, status = ("error", traceback.format_exc()), 1
+            _send(answers, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+            if status:
+                break
+    except BaseException:  # noqa: BLE001 - a broken pipe or a signal: the parent notices the missing answer
+        status = 1
+    finally:
+        os._exit(status)  # no atexit handlers, no flush of buffers inherited from the parent

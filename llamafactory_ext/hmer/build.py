@@ -173,7 +173,12 @@ class _BoundedMemo:
 
     def remember(self, key: str, value: Any) -> None:
         """Hold ``value`` as ``fn(key)`` (computed elsewhere, e.g. by a :class:`~.label_workers.LabelWorkers` helper)."""
-        cost = _ENTRY_COST + len(key) + sum(len(part) for part in value if type(part) is str)
+        if type(value) is tuple and len(value) == 2:  # (answer, reason): one of them is a string
+            first, second = value
+            size = (len(first) if type(first) is str else 0) + (len(second) if type(second) is str else 0)
+        else:
+            size = sum(len(part) for part in value if type(part) is str)
+        cost = _ENTRY_COST + len(key) + size
         if self.used + cost > self.budget:
             self.table.clear()
             self.used = 0

@@ -67,14 +67,24 @@ def _receive(fd: int) -> bytes | None:
     return _read_exact(fd, int.from_bytes(head, "little"))
 
 
-class _Helper:
-    """One forked helper: its pid, request pipe (write end) and answer pipe (read end)."""
+class _Chunk:
+    """Records read together: their samples, the answers known so far, the labels a helper answers."""
 
-    __slots__ = ("answers", "pending", "pid", "requests")
+    __slots__ = ("done", "known", "missing", "samples")
+
+    def __init__(self, samples: list[Any], known: dict[str, Any], missing: list[str]) -> None:
+        self.samples, self.known, self.missing = samples, known, missing
+        self.done = not missing
+
+
+class _Helper:
+    """One forked helper: its pid, request pipe (write end), answer pipe (read end), chunks it works on."""
+
+    __slots__ = ("answers", "pid", "requests", "waiting")
 
     def __init__(self, pid: int, requests: int, answers: int) -> None:
         self.pid, self.requests, self.answers = pid, requests, answers
-        self.pending = 0  # chunks sent, answers not read yet
+        self.waiting: deque[_Chunk] = deque()  # sent, in order; answers not received yet
 
 
 class LabelWorkers:
@@ -101,7 +111,8 @@ class LabelWorkers:
     CHUNK = 1024
     #: Chunks held at most (read, not yet handed back); bounds memory.
     MAX_PENDING = 8
-    #: Chunks a helper is given at most before this process answers the next chunk itself.
+    #: Chunks a helper may have unanswered; with every helper this far behind, this process answers the next
+    #: chunk itself.
     MAX_PER_HELPER = 2
 
     def __init__(self, fn: Callable[[str], Any], workers: int) -> None:
@@ -150,7 +161,7 @@ class LabelWorkers:
         for helper in helpers:
             os.close(helper.requests)
         for helper in helpers:
-            if helper.pending:  # still working on a chunk nobody will read (an error stopped the build)
+            if helper.waiting:  # still working on a chunk nobody will read (an error stopped the build)
                 try:
                     os.kill(helper.pid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -161,64 +172,76 @@ class LabelWorkers:
     def answered(self, samples: Iterable[Any], memo: _Memo) -> Iterator[tuple[Any, Any]]:
         """Yield ``(sample, memo(sample.latex))`` for every sample, in order; helpers answer missing labels.
 
-        ``memo`` remembers answers (``table`` is read, :meth:`remember` adds the helpers' answers); labels it
+        ``memo`` remembers answers (``table`` is read, ``remember`` adds the helpers' answers); labels it
         holds are not sent. The same answers come out whether a label was answered here, by a helper or by
         the memo, so only the wall time depends on the workers.
         """
         samples = iter(samples)
-        # Each entry: [samples of the chunk, label -> answer, the helper answering the rest or None, its labels]
-        pending: deque[list[Any]] = deque()
+        pending: deque[_Chunk] = deque()  # read, not handed back yet, in input order
         table = memo.table
         while True:
-            chunk = list(islice(samples, self.CHUNK))
-            if chunk:
+            batch = list(islice(samples, self.CHUNK))
+            if batch:
+                self._receive_ready(memo)
                 known: dict[str, Any] = {}
                 missing: list[str] = []
-                for label in dict.fromkeys([sample.latex for sample in chunk]):
+                for label in dict.fromkeys([sample.latex for sample in batch]):
                     value = table.get(label)
                     if value is None:
                         missing.append(label)
                     else:
                         known[label] = value
-                helper = None
-                if missing and self.helpers:
-                    helper = min(self.helpers, key=lambda h: h.pending)
-                    if helper.pending >= self.MAX_PER_HELPER:
-                        helper = None
-                if helper is not None:
-                    _send(helper.requests, pickle.dumps(missing, pickle.HIGHEST_PROTOCOL))
-                    helper.pending += 1
-                else:
+                helper = min(self.helpers, key=lambda h: len(h.waiting)) if missing and self.helpers else None
+                if helper is None or len(helper.waiting) >= self.MAX_PER_HELPER:
+                    # every helper is behind: answer this chunk here (same answers, no waiting)
                     for label in missing:
                         known[label] = memo(label)
                     missing = []
-                pending.append([chunk, known, helper, missing])
-            # Hand back every chunk that is complete, blocking only when too many are held (or at the end).
+                chunk = _Chunk(batch, known, missing)
+                if not chunk.done:
+                    _send(helper.requests, pickle.dumps(missing, pickle.HIGHEST_PROTOCOL))  # type: ignore[union-attr]
+                    helper.waiting.append(chunk)  # type: ignore[union-attr]
+                pending.append(chunk)
+            # Hand back every chunk that is complete, waiting only when too many are held (or at the end).
             while pending:
-                chunk_pending, known, helper, missing = pending[0]
-                if helper is not None:
-                    if chunk and len(pending) < self.MAX_PENDING:
-                        ready, _, _ = select.select([helper.answers], [], [], 0)
-                        if not ready:
-                            break
-                    for label, value in zip(missing, self._collect(helper), strict=True):
-                        memo.remember(label, value)
-                        known[label] = value
+                chunk = pending[0]
+                if not chunk.done:
+                    if batch and len(pending) < self.MAX_PENDING:
+                        break
+                    helper = next(h for h in self.helpers if h.waiting and h.waiting[0] is chunk)
+                    self._receive(helper, memo)
                 pending.popleft()
-                for sample in chunk_pending:
+                known = chunk.known
+                for sample in chunk.samples:
                     yield sample, known[sample.latex]
-            if not chunk:
+            if not batch:
                 return
 
-    def _collect(self, helper: _Helper) -> list[Any]:
+    def _receive_ready(self, memo: _Memo) -> None:
+        """Receive the answers the helpers have finished (without waiting), so that they count as done."""
+        while True:
+            busy = [helper.answers for helper in self.helpers if helper.waiting]
+            ready = select.select(busy, [], [], 0)[0] if busy else []
+            if not ready:
+                return
+            for helper in self.helpers:
+                if helper.answers in ready:
+                    self._receive(helper, memo)
+
+    def _receive(self, helper: _Helper, memo: _Memo) -> None:
+        """Wait for the answers to ``helper``'s oldest chunk and complete it (and the memo)."""
+        chunk = helper.waiting.popleft()
         payload = _receive(helper.answers)
-        helper.pending -= 1
         if payload is None:
             raise RuntimeError(f"label worker {helper.pid} died without an answer")
-        status, value = pickle.loads(payload)
+        status, values = pickle.loads(payload)
         if status != "ok":
-            raise RuntimeError(f"a label worker process failed:\n{value}")
-        return value
+            raise RuntimeError(f"a label worker process failed:\n{values}")
+        known, remember = chunk.known, memo.remember
+        for label, value in zip(chunk.missing, values, strict=True):
+            remember(label, value)
+            known[label] = value
+        chunk.done = True
 
 
 def _serve(fn: Callable[[str], Any], requests: int, answers: int) -> None:  # pragma: no cover - in the helper

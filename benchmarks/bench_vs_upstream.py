@@ -24,6 +24,10 @@ Jobs (each skipped, with a message, when its upstream checkout is not given):
   corpora repeat too.
 - ``tree-distinct``: the same with every label made distinct (``" , <i>"`` appended: two more tokens), the
   worst case for that memo: every target is computed.
+
+  Both tree jobs run ours twice, like ``hmer``: with its default ``--workers`` (one process per available CPU
+  computing targets while the first also reads and writes; CPU time is the sum over all processes) and with
+  ``--workers 1`` (one process, like upstream); the two outputs must be byte-identical.
 - ``fer``: the four FERBench files (real QA items of ``../shared``, synthetic responses from
   ``bench_fer_eval.py``) scored by UniFER's five ``eval_*/code/eval_unifer.py`` scripts (one process each,
   the time is their sum) vs one ``unitune eval fer --protocol unifer --total`` process.
@@ -41,6 +45,7 @@ Upstream code is run from where it lies (a checkout outside this repository), ne
 from __future__ import annotations
 
 import argparse
+import filecmp
 import gzip
 import itertools
 import json
@@ -279,6 +284,10 @@ def tree_job(work: Path, args, env: dict, distinct: bool = False) -> None:
             handle.write(("," if i else "") + json.dumps(record))
         handle.write("]")
     theirs, ours = work / "upstream_tree.json", work / "ours_tree.json"
+    ours_1 = work / "ours_1_worker" / "ours_tree.json"
+    ours_1.parent.mkdir(exist_ok=True)
+    ours_cmd = [sys.executable, "-m", "evaluators.cli", "data", "hmer", "--task", "tree", str(source)]
+    ours_cmd += ["--no-check-images", "--no-progress"]
     script = args.tree_upstream / "preprocess" / "make_unimumer_tree_data.py"
     upstream_env = dict(env, PYTHONPATH=os.pathsep.join([str(args.tree_upstream), env["PYTHONPATH"]]))
     res = interleaved(
@@ -298,23 +307,8 @@ def tree_job(work: Path, args, env: dict, distinct: bool = False) -> None:
                     work,
                 )
             ],
-            "ours": [
-                (
-                    [
-                        sys.executable,
-                        "-m",
-                        "evaluators.cli",
-                        "data",
-                        "hmer",
-                        "--task",
-                        "tree",
-                        str(source),
-                        str(ours),
-                    ]
-                    + ["--no-check-images", "--no-progress"],
-                    REPO,
-                )
-            ],
+            "ours": [([*ours_cmd, str(ours)], REPO)],
+            "ours, 1 worker": [([*ours_cmd, str(ours_1), "--workers", "1"], REPO)],
         },
         upstream_env,
         args.repeats,
@@ -330,7 +324,11 @@ def tree_job(work: Path, args, env: dict, distinct: bool = False) -> None:
         count += b is not None
     agree = f"{count:,} records (prompt, tree answer, image) {'identical' if same else 'DIFFER'}"
     kind = "distinct labels" if distinct else f"labels ({min(args.n, len(labels)):,} distinct, cycled)"
-    print_row(f"tree builder: {args.n:,} {kind}", res, "ours", "upstream", agree)
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    label = f"tree builder: {args.n:,} {kind} ({workers} worker{'s' if workers > 1 else ''})"
+    print_row(label, res, "ours", "upstream", agree)
+    one = "output bytes " + ("identical" if filecmp.cmp(ours, ours_1, shallow=False) else "DIFFER")
+    print_row("tree builder: same, `--workers 1`", res, "ours, 1 worker", "upstream", one)
 
 
 def main() -> int:

@@ -103,3 +103,56 @@ def test_cli_workers_give_the_same_bytes(tmp_path, monkeypatch, task):
         outputs.append((out.read_bytes(), (out.parent / "out.rejected.jsonl").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
     assert unitune([*argv, "--workers", "0"]) != 0
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path) as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    """The process ended (no such pid, or a zombie nobody reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_killed_build_leaves_no_output_and_no_helper(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "in.json"
+    records = [
+        {"image": f"{i}.png", "gt": f"x ^ {{ {i} }} + \\frac {{ a }} {{ {i} }}"} for i in range(60_000)
+    ]
+    source.write_text(json.dumps(records))
+    out = tmp_path / "out" / "tree.json"
+    argv = [sys.executable, "-m", "evaluators.cli", "data", "hmer", str(source), str(out), "--task", "tree"]
+    proc = subprocess.Popen(
+        [*argv, "--no-check-images", "--no-progress", "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    helpers: list[int] = []
+    while not helpers and proc.poll() is None and time.monotonic() < deadline:
+        helpers = _children(proc.pid)
+        time.sleep(0.005)
+    assert helpers, "the build finished (or hung) before its helper was seen"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(_gone(pid) for pid in helpers)  # its request pipe closed: the helper exited by itself
+    assert not out.exists()

@@ -148,6 +148,11 @@ _ENTRY_COST = 200  # bytes of a dict slot, a tuple and two string headers, count
 class _BoundedMemo:
     """Remember ``fn(key)`` for string keys until :data:`ANSWER_CACHE_CHARS` are held, then start afresh.
 
+    Remembering costs time too (about a tenth of a tree target), so while the keys stop repeating (fewer than
+    one lookup in :attr:`SPARSE_BELOW` answered from the table over the last :attr:`WINDOW` lookups) only one
+    new key in :attr:`SPARSE_EVERY` is kept: repeats of those still show up, and a window with enough of them
+    brings back remembering every key. The answers never change, only the time.
+
     Example:
 
     >>> memo = _BoundedMemo(str.upper, budget=2 * _ENTRY_COST + 8)
@@ -157,22 +162,47 @@ class _BoundedMemo:
     ('CD', 2)
     >>> memo("ef"), len(memo.table)  # over the budget: the table was emptied first
     ('EF', 1)
+    >>> memo = _BoundedMemo(str.upper)
+    >>> _ = [memo(str(i)) for i in range(2 * memo.WINDOW)]  # no repeats: sparse after the first window
+    >>> memo.sparse, len(memo.table) == memo.WINDOW + memo.WINDOW // memo.SPARSE_EVERY
+    (True, True)
+    >>> _ = [memo(str(i)) for i in range(memo.WINDOW)]  # repeats: at the next new key, every key once more
+    >>> memo("new"), memo.sparse
+    ('NEW', False)
     """
+
+    #: Lookups over which the share answered from the table is measured.
+    WINDOW = 4096
+    #: Keep every key while at least one lookup in this many was answered from the table.
+    SPARSE_BELOW = 32
+    #: Otherwise keep one new key in this many.
+    SPARSE_EVERY = 8
 
     def __init__(self, fn: Callable[[str], Any], budget: int | None = None) -> None:
         self.fn, self.budget = fn, ANSWER_CACHE_CHARS if budget is None else budget
         self.table: dict[str, Any] = {}
         self.used = 0
+        self.hits = self.misses = 0  # lookups of the current window
+        self.sparse = False
 
     def __call__(self, key: str) -> Any:
         value = self.table.get(key)
         if value is None:
             value = self.fn(key)
             self.remember(key, value)
+        else:
+            self.hits += 1
         return value
 
     def remember(self, key: str, value: Any) -> None:
-        """Hold ``value`` as ``fn(key)`` (computed elsewhere, e.g. by a :class:`~.label_workers.LabelWorkers` helper)."""
+        """Hold ``value`` as ``fn(key)`` after a missed lookup (``fn`` ran here or e.g. in a
+        :class:`~.label_workers.LabelWorkers` helper, which adds the hits it found to :attr:`hits`)."""
+        self.misses += 1
+        if self.misses + self.hits >= self.WINDOW:
+            self.sparse = self.hits * self.SPARSE_BELOW < self.misses
+            self.hits = self.misses = 0
+        elif self.sparse and self.misses % self.SPARSE_EVERY:
+            return
         if type(value) is tuple and len(value) == 2:  # (answer, reason): one of them is a string
             first, second = value
             size = (len(first) if type(first) is str else 0) + (len(second) if type(second) is str else 0)

@@ -35,6 +35,7 @@ _HEADER = 8  # bytes of a message's length prefix (little endian)
 
 class _Memo(Protocol):
     table: dict[str, Any]
+    hits: int
 
     def __call__(self, key: str) -> Any: ...
 
@@ -191,6 +192,7 @@ class LabelWorkers:
                         missing.append(label)
                     else:
                         known[label] = value
+                memo.hits += len(known)
                 helper = min(self.helpers, key=lambda h: len(h.waiting)) if missing and self.helpers else None
                 if helper is None or len(helper.waiting) >= self.MAX_PER_HELPER:
                     # every helper is behind: answer this chunk here (same answers, no waiting)

@@ -42,6 +42,17 @@ class _Memo(Protocol):
     def remember(self, key: str, value: Any) -> None: ...
 
 
+def _widen(fd: int) -> None:
+    """Let a pipe hold a whole chunk's answers (Linux; elsewhere, or over the system's limit, it stays as it
+    is): the helper then writes them at once and goes on with the next chunk instead of waiting for reads."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 def _read_exact(fd: int, size: int) -> bytes | None:
     """``size`` bytes from ``fd`` (blocking), or ``None`` at end of file."""
     buffer = bytearray(size)
@@ -144,6 +155,7 @@ class LabelWorkers:
     def _fork(self) -> None:
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
+        _widen(answer_read)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the helper
             os.close(request_write)

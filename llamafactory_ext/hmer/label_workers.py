@@ -53,6 +53,15 @@ def _widen(fd: int) -> None:
         pass
 
 
+def _readable(fd: int) -> bool:
+    """Whether reading ``fd`` would not block (poll: no FD_SETSIZE limit on the descriptor's number)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
 def _read_exact(fd: int, size: int) -> bytes | None:
     """``size`` bytes from ``fd`` (blocking), or ``None`` at end of file."""
     buffer = bytearray(size)
@@ -234,13 +243,12 @@ class LabelWorkers:
     def _receive_ready(self, memo: _Memo) -> None:
         """Receive the answers the helpers have finished (without waiting), so that they count as done."""
         while True:
-            busy = [helper.answers for helper in self.helpers if helper.waiting]
-            ready = select.select(busy, [], [], 0)[0] if busy else []
+            busy = [helper for helper in self.helpers if helper.waiting]
+            ready = [helper for helper in busy if _readable(helper.answers)]
             if not ready:
                 return
-            for helper in self.helpers:
-                if helper.answers in ready:
-                    self._receive(helper, memo)
+            for helper in ready:
+                self._receive(helper, memo)
 
     def _receive(self, helper: _Helper, memo: _Memo) -> None:
         """Wait for the answers to ``helper``'s oldest chunk and complete it (and the memo)."""

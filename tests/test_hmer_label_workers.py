@@ -44,6 +44,21 @@ def test_answers_in_order_from_this_process_and_a_helper(monkeypatch):
     assert pool.forked == 0  # reaped on exit
 
 
+def test_non_ascii_and_lone_surrogate_labels_cross_the_pipes_unchanged(monkeypatch):
+    """Any string a JSON input can hold (a lone surrogate too) crosses the pipes and comes back as it went."""
+    from llamafactory_ext.hmer.build import _label_answers
+
+    monkeypatch.setattr(LabelWorkers, "CHUNK", 2)
+    labels = ["\\alpha", "é ^ { 2 }", "\ud800", "\\frac { a } { b }", "", "x \U0001d465"]
+    samples = [HmerSample(id=str(i), image="", latex=label, index=i) for i, label in enumerate(labels)]
+    answer = _label_answers("tree", None)
+    here = [answer.fn(label) for label in labels]
+    with LabelWorkers(answer.fn, workers=2) as pool:
+        assert pool.forked == 1
+        got = [value for _, value in pool.answered(samples, _BoundedMemo(answer.fn))]
+    assert got == here and all(type(value) is tuple for value in got)
+
+
 def test_one_worker_and_other_threads_answer_here():
     memo = _BoundedMemo(_tagged)
     with LabelWorkers(_tagged, workers=1) as pool:

@@ -15,7 +15,7 @@ from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
 
-from evaluators.hmer.metrics import HmerResult
+from evaluators.hmer.metrics import STRUCTURES, HmerResult
 from evaluators.io_utils import atomic_write_bytes
 from evaluators.knowledge.latex import count_symbols
 
@@ -42,16 +42,6 @@ LENGTH_BUCKETS: tuple[tuple[int, int | None], ...] = (
     (31, 50),
     (51, None),
 )
-
-#: Structure name -> label tokens that mark it. A sample can have several; "plain" has none.
-STRUCTURES: dict[str, frozenset[str]] = {
-    "frac": frozenset({"\\frac", "\\dfrac", "\\tfrac"}),
-    "script": frozenset({"^", "_"}),
-    "sqrt": frozenset({"\\sqrt"}),
-    "environment": frozenset({"\\begin"}),
-    "big_operator": frozenset({"\\sum", "\\int", "\\prod", "\\lim", "\\oint"}),
-}
-_ALL_MARKERS = frozenset().union(*STRUCTURES.values())
 
 
 def _stats_from_sums(n: int, exact: int, within_1: int, total: int) -> dict[str, float | int]:
@@ -100,13 +90,16 @@ def _group_stats_from_histogram(
 
 
 def _length_and_structure(result: HmerResult) -> tuple[dict[str, dict], dict[str, dict]]:
-    """:func:`by_length` and :func:`by_structure` from two histograms counted in C, no Python loop per sample."""
+    """:func:`by_length` and :func:`by_structure` from two histograms counted in C, no Python loop per sample.
+
+    The structures read ``result.label_markers`` (the markers each label contains, found while scoring).
+    """
     distances = result.distances
     last = len(_BUCKET_OF_LENGTH) - 1
-    buckets = map(_BUCKET_OF_LENGTH.__getitem__, map(min, map(len, result.gt_tokens), repeat(last)))
+    buckets = map(_BUCKET_OF_LENGTH.__getitem__, map(min, result.gt_lens, repeat(last)))
     lengths = _group_stats_from_histogram(Counter(zip(buckets, distances, strict=True)), _BUCKET_NAMES)
-    # The structure markers in each label (a frozenset: scanned in C, hashed once), then per distinct set.
-    by_markers = Counter(zip(map(_ALL_MARKERS.intersection, result.gt_tokens), distances, strict=True))
+    # per distinct (marker set, distance), then per structure group
+    by_markers = Counter(zip(result.label_markers, distances, strict=True))
     plain = len(STRUCTURES)
     histogram: Counter[tuple[int, int]] = Counter()
     for (present, distance), count in by_markers.items():
@@ -161,19 +154,18 @@ def token_confusions(result: HmerResult, top: int = 20) -> dict[str, list]:
     substituted: list[tuple[str, str]] = []
     inserted: list[str] = []
     deleted: list[str] = []
-    samples = zip(result.gt_tokens, result.pred_tokens, result.alignments, strict=True)
     with_edits = map(attrgetter("ops"), result.alignments)  # exact matches have none: skipped in C
-    for gt, pred, alignment in compress(samples, with_edits):
-        for tag, i1, i2, j1, j2 in alignment.ops:
+    for alignment in compress(result.alignments, with_edits):
+        for (tag, _, _, _, _), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True):
             if tag == "replace":
-                width = min(i2 - i1, j2 - j1)
-                substituted.extend(zip(gt[i1 : i1 + width], pred[j1 : j1 + width], strict=True))
-                deleted.extend(gt[i1 + width : i2])
-                inserted.extend(pred[j1 + width : j2])
+                substituted.extend(zip(gt, pred, strict=False))  # the first min(len) tokens pair up
+                width = min(len(gt), len(pred))
+                deleted.extend(gt[width:])
+                inserted.extend(pred[width:])
             elif tag == "delete":
-                deleted.extend(gt[i1:i2])
+                deleted.extend(gt)
             elif tag == "insert":
-                inserted.extend(pred[j1:j2])
+                inserted.extend(pred)
     return {
         "substitutions": [[g, p, n] for (g, p), n in Counter(substituted).most_common(top)],
         "insertions": [[t, n] for t, n in Counter(inserted).most_common(top)],

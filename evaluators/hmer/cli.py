@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import operator
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import count, tee
+from itertools import compress, count, tee
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
@@ -37,8 +38,8 @@ from evaluators.hmer.loaders import FORMATS, LoadedPredictions, load_predictions
 from evaluators.hmer.metrics import (
     HIGHER_IS_BETTER,
     THRESHOLDS,
+    Alignment,
     HmerResult,
-    edit_score,
     evaluate_samples,
     gc_paused,
 )
@@ -188,26 +189,6 @@ def metrics_document(
     }
 
 
-def _sample_rows(result: HmerResult) -> Iterator[tuple]:
-    """``(index, (id, gt, pred, gt_tokens, pred_tokens, alignment, edit_score))`` per sample, in input order."""
-    scores = result.edit_scores or [
-        edit_score(a.distance, len(g), len(p))
-        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
-    ]
-    return enumerate(
-        zip(
-            result.ids,
-            result.gts,
-            result.preds,
-            result.gt_tokens,
-            result.pred_tokens,
-            result.alignments,
-            scores,
-            strict=True,
-        )
-    )
-
-
 def sample_records(result: HmerResult) -> Iterator[dict]:
     """One ``<stem>_samples.jsonl`` row per sample: id, distance, edit score, texts and edit ops.
 
@@ -220,25 +201,37 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
     >>> row["distance"], row["ops"]
     (1, [{'op': 'replace', 'gt': ['1'], 'pred': ['7'], 'gt_span': [2, 3], 'pred_span': [2, 3]}])
     """
-    for index, (sample_id, gt, pred, gt_tokens, pred_tokens, alignment, score) in _sample_rows(result):
+    rows = zip(
+        result.ids,
+        result.gts,
+        result.preds,
+        result.gt_lens,
+        result.pred_lens,
+        result.alignments,
+        result.edit_scores,
+        strict=True,
+    )
+    for index, (sample_id, gt, pred, gt_len, pred_len, alignment, score) in enumerate(rows):
         yield {
             "index": index,
             "id": sample_id,
             "distance": alignment.distance,
             "edit_score": score,
-            "gt_len": len(gt_tokens),
-            "pred_len": len(pred_tokens),
+            "gt_len": gt_len,
+            "pred_len": pred_len,
             "gt": gt,
             "pred": pred,
             "ops": [
                 {
                     "op": tag,
-                    "gt": gt_tokens[i1:i2],
-                    "pred": pred_tokens[j1:j2],
+                    "gt": list(gt_tokens),
+                    "pred": list(pred_tokens),
                     "gt_span": [i1, i2],
                     "pred_span": [j1, j2],
                 }
-                for tag, i1, i2, j1, j2 in alignment.ops
+                for (tag, i1, i2, j1, j2), (gt_tokens, pred_tokens) in zip(
+                    alignment.ops, alignment.op_tokens, strict=True
+                )
             ],
         }
 
@@ -254,42 +247,28 @@ _SAMPLE_LINE = (
 _OP = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": [%d, %d], "pred_span": [%d, %d]}'
 
 
-def _tokens_json(tokens: list[str], start: int, stop: int) -> str:
-    """``tokens[start:stop]`` as the inside of a JSON list (spans of one token are formatted inline)."""
-    return ", ".join(map(encode_basestring, tokens[start:stop]))
-
-
-def _ops_json(result: HmerResult) -> Iterator[str]:
-    """The ``"ops"`` value of each sample as JSON text, in input order (``[]`` for exact matches).
-
-    Most spans hold one token or none: those are encoded inline, without a call of :func:`_tokens_json`.
-    """
+def _ops_json(alignment: Alignment) -> str:
+    """The ``"ops"`` value of a sample with edits as JSON text (spans of one token are encoded inline)."""
     encode = encode_basestring
-    for gt_tokens, pred_tokens, alignment in zip(
-        result.gt_tokens, result.pred_tokens, result.alignments, strict=True
-    ):
-        if not alignment.ops:
-            yield "[]"
-            continue
-        yield (
-            "["
-            + ", ".join(
-                [
-                    _OP
-                    % (
-                        tag,
-                        encode(gt_tokens[i1]) if i2 - i1 == 1 else _tokens_json(gt_tokens, i1, i2),
-                        encode(pred_tokens[j1]) if j2 - j1 == 1 else _tokens_json(pred_tokens, j1, j2),
-                        i1,
-                        i2,
-                        j1,
-                        j2,
-                    )
-                    for tag, i1, i2, j1, j2 in alignment.ops
-                ]
-            )
-            + "]"
+    return (
+        "["
+        + ", ".join(
+            [
+                _OP
+                % (
+                    tag,
+                    encode(gt[0]) if len(gt) == 1 else ", ".join(map(encode, gt)),
+                    encode(pred[0]) if len(pred) == 1 else ", ".join(map(encode, pred)),
+                    i1,
+                    i2,
+                    j1,
+                    j2,
+                )
+                for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True)
+            ]
         )
+        + "]"
+    )
 
 
 def _score_reprs(scores: Sequence[float]) -> Iterator[str]:
@@ -307,51 +286,80 @@ def _score_reprs(scores: Sequence[float]) -> Iterator[str]:
     return map(reprs.__getitem__, scores)
 
 
-def _preds_json(result: HmerResult, gts_json: Iterable[str]) -> Iterator[str]:
+def _preds_json(gts: Iterable[str], preds: Iterable[str], gts_json: Iterable[str]) -> Iterator[str]:
     """The predictions JSON-encoded; a prediction equal to its label reuses the label's encoding."""
     encode = encode_basestring
     return (
         gt_json if pred == gt else encode(pred)
-        for gt_json, gt, pred in zip(gts_json, result.gts, result.preds, strict=True)
+        for gt_json, gt, pred in zip(gts_json, gts, preds, strict=True)
     )
+
+
+#: A ``<stem>_samples.jsonl`` line of an exact match (same tokens): :data:`_SAMPLE_LINE` with distance 0,
+#: edit score 100.0, ``pred_len == gt_len`` and no ops.
+_EXACT_LINE = (
+    '{"index": %d, "id": %s, "distance": 0, "edit_score": 100.0, "gt_len": %d, "pred_len": %d, '
+    '"gt": %s, "pred": %s, "ops": []}'
+)
 
 
 def sample_lines(result: HmerResult) -> Iterator[str]:
     """The JSON lines of :func:`sample_records`, formatted directly: byte-identical to ``json.dumps`` of each
     row with ``ensure_ascii=False``, several times faster.
 
-    Each line is one ``%`` of :data:`_SAMPLE_LINE` over columns encoded by C functions mapped over the
-    samples (``encode_basestring``, ``float.__repr__``, ``len``); only samples with edit ops run Python
-    code per sample. Lazy, like :func:`sample_records`: lines are made as they are written.
+    Exact matches (most samples) and the others are formatted as two streams, each one ``%`` per line over
+    columns encoded by C functions mapped over its samples (``encode_basestring``, ``float.__repr__``,
+    ``len``), and merged back into input order in C; only the ops of samples with edits run Python code.
+    Lazy, like :func:`sample_records`: lines are made as they are written.
 
     Example:
 
     >>> import json
     >>> from evaluators.hmer.loaders import HmerSample
-    >>> r = evaluate_samples([HmerSample("a", "x + 1", "x + 7"), HmerSample('"b"', "\\\\alpha", "\\\\alpha")])
+    >>> r = evaluate_samples([HmerSample("a", "x + 1", "x + 7"), HmerSample('"b"', "\\\\alpha", "\\\\alpha ")])
     >>> list(sample_lines(r)) == [json.dumps(row, ensure_ascii=False) for row in sample_records(r)]
     True
     """
-    scores = result.edit_scores or [
-        edit_score(a.distance, len(g), len(p))
-        for a, g, p in zip(result.alignments, result.gt_tokens, result.pred_tokens, strict=True)
-    ]
-    if not (len(result.ids) == len(result.gts) == len(result.preds) == len(result.alignments) == len(scores)):
+    n = len(result.alignments)
+    columns = (result.ids, result.gts, result.preds, result.gt_lens, result.pred_lens, result.edit_scores)
+    if any(len(column) != n for column in columns):
         raise ValueError("HmerResult: its per-sample lists differ in length")
-    # the labels' JSON twice: its column, and the predictions equal to their label (tee holds one row)
-    gts_json, gts_json_for_preds = tee(map(encode_basestring, result.gts))
-    columns = zip(
-        count(),
-        map(encode_basestring, result.ids),
-        map(attrgetter("distance"), result.alignments),
-        _score_reprs(scores),
-        map(len, result.gt_tokens),
-        map(len, result.pred_tokens),
-        gts_json,
-        _preds_json(result, gts_json_for_preds),
-        _ops_json(result),
-    )
-    return map(_SAMPLE_LINE.__mod__, columns)
+    wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
+    right = list(map(operator.not_, wrong))
+
+    def exact_lines() -> Iterator[str]:
+        gts = list(compress(result.gts, right))
+        gts_json, gts_json_for_preds = tee(map(encode_basestring, gts))  # tee holds one row
+        gt_lens, gt_lens_again = tee(compress(result.gt_lens, right))
+        rows = zip(
+            compress(count(), right),
+            map(encode_basestring, compress(result.ids, right)),
+            gt_lens,
+            gt_lens_again,
+            gts_json,
+            _preds_json(gts, compress(result.preds, right), gts_json_for_preds),
+            strict=True,
+        )
+        return map(_EXACT_LINE.__mod__, rows)
+
+    def wrong_lines() -> Iterator[str]:
+        alignments = list(compress(result.alignments, wrong))
+        rows = zip(
+            compress(count(), wrong),
+            map(encode_basestring, compress(result.ids, wrong)),
+            map(attrgetter("distance"), alignments),
+            _score_reprs(list(compress(result.edit_scores, wrong))),
+            compress(result.gt_lens, wrong),
+            compress(result.pred_lens, wrong),
+            map(encode_basestring, compress(result.gts, wrong)),
+            map(encode_basestring, compress(result.preds, wrong)),
+            map(_ops_json, alignments),
+            strict=True,
+        )
+        return map(_SAMPLE_LINE.__mod__, rows)
+
+    streams = (exact_lines(), wrong_lines())
+    return map(next, map(streams.__getitem__, wrong))  # input order: the next line of the sample's stream
 
 
 class FileSummary(NamedTuple):

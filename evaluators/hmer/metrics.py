@@ -42,12 +42,13 @@ from evaluators.knowledge.latex import (
     extract_latex,
     extract_latex_all,
     normalize_latex,
-    tokenize,
     tokenize_all,
 )
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "STRUCTURES",
+    "STRUCTURE_MARKERS",
     "THRESHOLDS",
     "Alignment",
     "HmerResult",
@@ -84,6 +85,18 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "cer": False,
 }
 
+#: Structure name -> label tokens that mark it (a label can have several; the analysis calls one with none
+#: "plain"). :func:`evaluate_samples` records which of them each label contains.
+STRUCTURES: dict[str, frozenset[str]] = {
+    "frac": frozenset({"\\frac", "\\dfrac", "\\tfrac"}),
+    "script": frozenset({"^", "_"}),
+    "sqrt": frozenset({"\\sqrt"}),
+    "environment": frozenset({"\\begin"}),
+    "big_operator": frozenset({"\\sum", "\\int", "\\prod", "\\lim", "\\oint"}),
+}
+#: Every token of :data:`STRUCTURES`.
+STRUCTURE_MARKERS: frozenset[str] = frozenset().union(*STRUCTURES.values())
+
 _BLEU_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
 _ZEROS = repeat(0)
 #: Wrong samples whose n-grams are matched at once: bounds BLEU's memory whatever the corpus size.
@@ -95,11 +108,14 @@ class Alignment:
     """A sample's minimal token alignment: ``distance`` and its non-equal opcode blocks.
 
     ``ops`` holds ``(tag, i1, i2, j1, j2)`` with ``tag`` in replace/insert/delete: ``gt[i1:i2]`` became
-    ``pred[j1:j2]``. Exact matches have ``distance == 0`` and no ops.
+    ``pred[j1:j2]``. ``op_tokens`` holds those tokens, ``(gt[i1:i2], pred[j1:j2])`` per op: what the
+    samples file and the confusions show, kept so that the whole token lists need not be. Exact matches
+    have ``distance == 0`` and no ops.
     """
 
     distance: int
     ops: tuple[tuple[str, int, int, int, int], ...] = ()
+    op_tokens: tuple[tuple[list[str], list[str]], ...] = field(default=(), repr=False, compare=False)
 
 
 _EXACT = Alignment(0, ())
@@ -119,7 +135,11 @@ def align(gt_tokens: Sequence[str], pred_tokens: Sequence[str]) -> Alignment:
     if gt_tokens == pred_tokens:
         return _EXACT
     ops = tuple([op for op in edit_opcodes(gt_tokens, pred_tokens) if op[0] != "equal"])
-    return Alignment(sum([max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops]), ops)
+    return Alignment(
+        sum([max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops]),
+        ops,
+        tuple([(list(gt_tokens[i1:i2]), list(pred_tokens[j1:j2])) for _, i1, i2, j1, j2 in ops]),
+    )
 
 
 def edit_score(distance: int, gt_len: int, pred_len: int) -> float:
@@ -320,35 +340,59 @@ def _matches_numpy(
     return matches
 
 
+def _window(
+    ref: Sequence[str], hyp: Sequence[str], ops: Sequence[tuple[str, int, int, int, int]]
+) -> tuple[Sequence[str], Sequence[str]]:
+    """A wrong sample cut to its edited span plus 3 tokens of context each side (``ops``: its non-equal opcodes).
+
+    Outside ``[first edit - 3, last edit + 3)`` both sides hold the same tokens (the common prefix and
+    suffix), so every n-gram (n <= 4) that lies wholly outside is the same on both sides and matches itself:
+    the clipped matches of a sample are those cut n-grams plus the clipped matches of the kept parts (for
+    each n-gram, min(c + h, c + r) = c + min(h, r)).
+    """
+    start = ops[0][1] - 3  # the first edit's i1 (= j1): the common prefix's length
+    if start < 0:
+        start = 0
+    _, _, ref_stop, _, hyp_stop = ops[-1]
+    stop = len(ref) - ref_stop  # the common suffix's length, kept up to 3
+    if stop > 3:
+        stop = 3
+    return ref[start : ref_stop + stop], hyp[start : hyp_stop + stop]
+
+
+def _cut_ngrams(whole_lens: Sequence[int], kept: Sequence[Sequence[str]]) -> list[int]:
+    """Per n = 1..4, the prediction n-grams :func:`_window` cut away (samples of ``whole_lens`` tokens)."""
+    import numpy as np
+
+    whole = np.fromiter(whole_lens, dtype=np.int64, count=len(whole_lens))
+    kept_lens = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+    return [int(np.maximum(0, whole - k).sum() - np.maximum(0, kept_lens - k).sum()) for k in range(4)]
+
+
 def _trimmed(
     references: Sequence[Sequence[str]],
     hypotheses: Sequence[Sequence[str]],
     alignments: Sequence[Alignment],
     wrong: list[int],
 ) -> tuple[list[Sequence[str]], list[Sequence[str]], list[int]]:
-    """The wrong samples cut to their edited span plus 3 tokens of context each side, and what was cut.
+    """The wrong samples cut by :func:`_window`: the kept labels, the kept predictions, and per n the number
+    of prediction n-grams cut."""
+    windows = [_window(references[i], hypotheses[i], alignments[i].ops) for i in wrong]
+    refs = [ref for ref, _ in windows]
+    hyps = [hyp for _, hyp in windows]
+    return refs, hyps, _cut_ngrams([len(hypotheses[i]) for i in wrong], hyps)
 
-    Outside ``[first edit - 3, last edit + 3)`` both sides hold the same tokens (the common prefix and
-    suffix), so every n-gram (n <= 4) that lies wholly outside is the same on both sides and matches itself:
-    the clipped matches of a sample are those cut n-grams plus the clipped matches of the kept parts (for
-    each n-gram, min(c + h, c + r) = c + min(h, r)). Returns the kept labels, the kept predictions, and per
-    n the number of prediction n-grams cut.
-    """
-    import numpy as np
 
-    refs: list[Sequence[str]] = []
-    hyps: list[Sequence[str]] = []
-    for i in wrong:
-        ref, hyp, ops = references[i], hypotheses[i], alignments[i].ops
-        start = max(0, ops[0][1] - 3)  # the first edit's i1 (= j1): the common prefix's length
-        _, _, ref_stop, _, hyp_stop = ops[-1]
-        stop = min(len(ref) - ref_stop, 3)  # the common suffix's length, at most 3
-        refs.append(ref[start : ref_stop + stop])
-        hyps.append(hyp[start : hyp_stop + stop])
-    whole = np.fromiter((len(hypotheses[i]) for i in wrong), dtype=np.int64, count=len(wrong))
-    kept = np.fromiter(map(len, hyps), dtype=np.int64, count=len(hyps))
-    cut = [int(np.maximum(0, whole - k).sum() - np.maximum(0, kept - k).sum()) for k in range(4)]
-    return refs, hyps, cut
+def _chunk_matches(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> list[int]:
+    """Clipped n-gram matches (n = 1..4) summed over sample pairs, :data:`_BLEU_CHUNK` pairs at a time."""
+    matches = [0, 0, 0, 0]
+    for start in range(0, len(hyps), _BLEU_CHUNK):
+        chunk_refs, chunk_hyps = refs[start : start + _BLEU_CHUNK], hyps[start : start + _BLEU_CHUNK]
+        counted = _matches_numpy(chunk_refs, chunk_hyps)
+        if counted is None:  # a huge vocabulary: exact Counter matching instead
+            counted = _matches_python(chunk_refs, chunk_hyps)
+        matches = [a + b for a, b in zip(matches, counted, strict=True)]
+    return matches
 
 
 def _wrong_matches(
@@ -359,7 +403,7 @@ def _wrong_matches(
     """Clipped n-gram matches (n = 1..4) of the samples that differ, :data:`_BLEU_CHUNK` samples at a time.
 
     With the samples' ``alignments``, only the edited span of each (with its context) is matched, see
-    :func:`_trimmed`: a few tokens per sample instead of every token.
+    :func:`_window`: a few tokens per sample instead of every token.
     """
     matches = [0, 0, 0, 0]
     wrong = [i for i, same in enumerate(map(operator.eq, references, hypotheses)) if not same]
@@ -371,11 +415,41 @@ def _wrong_matches(
         else:
             refs = [references[i] for i in chunk]
             hyps = [hypotheses[i] for i in chunk]
-        counted = _matches_numpy(refs, hyps)
-        if counted is None:  # a huge vocabulary: exact Counter matching instead
-            counted = _matches_python(refs, hyps)
-        matches = [a + b for a, b in zip(matches, counted, strict=True)]
+        matches = [a + b for a, b in zip(matches, _chunk_matches(refs, hyps), strict=True)]
     return matches
+
+
+def _bleu4_from_windows(
+    pred_lens: Sequence[int],
+    exact_lens: Sequence[int],
+    ref_len: int,
+    window_refs: Sequence[Sequence[str]],
+    window_hyps: Sequence[Sequence[str]],
+    wrong_lens: Sequence[int],
+) -> float:
+    """:func:`bleu4` from what :func:`evaluate_samples` gathered: every prediction's length, the lengths of
+    the exact matches, the labels' total length, and the wrong samples cut by :func:`_window` (with their
+    whole prediction lengths ``wrong_lens``)."""
+    if not pred_lens:
+        return 0.0
+    import numpy as np
+
+    hyp_lens = np.fromiter(pred_lens, dtype=np.int64, count=len(pred_lens))
+    exact = np.fromiter(exact_lens, dtype=np.int64, count=len(exact_lens))
+    numerators = [0, 0, 0, 0]
+    if window_hyps:
+        numerators = [
+            a + b
+            for a, b in zip(
+                _cut_ngrams(wrong_lens, window_hyps), _chunk_matches(window_refs, window_hyps), strict=True
+            )
+        ]
+    denominators = [0, 0, 0, 0]
+    for k in range(4):
+        # nltk: denominator max(1, number of n-grams); an exact match matches all its n-grams
+        denominators[k] = int(np.maximum(1, hyp_lens - k).sum())
+        numerators[k] += int(np.maximum(0, exact - k).sum())
+    return bleu_from_counts(numerators, denominators, ref_len, int(hyp_lens.sum()))
 
 
 def bleu_from_counts(
@@ -511,7 +585,14 @@ def prepare_texts(
 
 @dataclass
 class HmerResult:
-    """Everything one evaluation computed; ``metrics`` holds the unrounded aggregate values."""
+    """Everything one evaluation computed; ``metrics`` holds the unrounded aggregate values.
+
+    Per sample, in input order: ``ids``, the scored texts ``gts`` and ``preds``, their token counts
+    ``gt_lens`` and ``pred_lens``, the :class:`Alignment` (its ``op_tokens`` carry the edited tokens), the
+    :func:`edit_score` and ``label_markers``, the tokens of :data:`STRUCTURE_MARKERS` the label contains (one
+    shared frozenset per distinct set). The whole token lists are not kept (most samples are exact matches,
+    and tokens were most of the memory): :attr:`gt_tokens` and :attr:`pred_tokens` split the texts again.
+    """
 
     n: int
     metrics: dict[str, float]
@@ -519,17 +600,28 @@ class HmerResult:
     ids: list[str]
     gts: list[str]
     preds: list[str]
-    gt_tokens: list[list[str]]
-    pred_tokens: list[list[str]]
+    gt_lens: Sequence[int]
+    pred_lens: Sequence[int]
     alignments: list[Alignment]
+    #: Per-sample :func:`edit_score` (``array('d')``).
+    edit_scores: Sequence[float]
+    label_markers: list[frozenset[str]]
     config: dict[str, object] = field(default_factory=dict)
-    #: Per-sample :func:`edit_score`, in input order (``array('d')``).
-    edit_scores: Sequence[float] = field(default_factory=list)
 
     @property
     def distances(self) -> list[int]:
         """Token edit distance of every sample, in input order."""
-        return [a.distance for a in self.alignments]
+        return list(map(_DISTANCE, self.alignments))
+
+    @property
+    def gt_tokens(self) -> list[list[str]]:
+        """Every label's tokens (:func:`~evaluators.knowledge.latex.tokenize` of ``gts``), made on each access."""
+        return tokenize_all(self.gts)
+
+    @property
+    def pred_tokens(self) -> list[list[str]]:
+        """Every prediction's tokens, made on each access."""
+        return tokenize_all(self.preds)
 
 
 @contextmanager
@@ -563,6 +655,10 @@ def evaluate_samples(
 ) -> HmerResult:
     """Score samples: one alignment each, then every aggregate metric from those alignments.
 
+    Exact matches (most samples) cost a split of the label and no alignment: their distance is 0, their
+    edit score 100 and their n-grams all match. The others are aligned once, in one pass that also keeps
+    their edited tokens, cuts their BLEU windows (:func:`_window`) and sums their character edits.
+
     Raises:
         UserError: no samples.
 
@@ -574,43 +670,69 @@ def evaluate_samples(
     (2, {0: 1, 1: 2, 2: 2, 3: 2}, 50.0, [0, 1])
     >>> round(result.metrics["mean_edit_score"], 4)
     92.8571
+    >>> result.alignments[1].op_tokens, result.label_markers[1] == {"\\\\frac"}
+    (((['b'], ['6']),), True)
     """
     if not samples:
         raise UserError("no samples to evaluate; an evaluation needs at least one.")
     with gc_paused():
         gts, preds = prepare_texts(samples, extract, normalize)
-        # Interned tokens, and one shared list when the texts are equal: the tokens are most of the memory.
-        gt_tokens = tokenize_all(gts, intern=True)
-        pred_tokens = [
-            tokens if pred == gt else tokenize(pred, intern=True)
-            for gt, pred, tokens in zip(gts, preds, gt_tokens, strict=True)
-        ]
-        # Equal texts share one token list: an exact match, aligned without a call.
-        alignments = [_EXACT if p is g else align(g, p) for g, p in zip(gt_tokens, pred_tokens, strict=True)]
-        distances = list(map(_DISTANCE, alignments))
+        n = len(gts)
+        gt_tokens = tokenize_all(gts)
         gt_lens = list(map(len, gt_tokens))
-        pred_lens = list(map(len, pred_tokens))
-        n = len(samples)
+        canonical: dict[frozenset[str], frozenset[str]] = {}
+        label_markers = [canonical.setdefault(m, m) for m in map(STRUCTURE_MARKERS.intersection, gt_tokens)]
+        # What an exact match has; the loop below overwrites the others. edit_score(0, k, k) is 100.0 for
+        # every k (0 included).
+        pred_lens = gt_lens.copy()
+        alignments = [_EXACT] * n
+        edit_scores = array("d", [100.0]) * n
+        window_refs: list[Sequence[str]] = []
+        window_hyps: list[Sequence[str]] = []
+        wrong_lens: list[int] = []
+        char_edits = 0
+        char_distance = Levenshtein.distance
+        for i in compress(range(n), map(operator.ne, gts, preds)):
+            gt = gt_tokens[i]
+            pred = preds[i].split()
+            if pred == gt:  # other whitespace, same tokens
+                continue
+            ops = tuple([op for op in edit_opcodes(gt, pred) if op[0] != "equal"])
+            distance = 0
+            for _, i1, i2, j1, j2 in ops:
+                distance += max(i2 - i1, j2 - j1)
+            alignments[i] = Alignment(
+                distance, ops, tuple([(gt[i1:i2], pred[j1:j2]) for _, i1, i2, j1, j2 in ops])
+            )
+            gt_len, pred_len = len(gt), len(pred)
+            pred_lens[i] = pred_len
+            edit_scores[i] = edit_score(distance, gt_len, pred_len)
+            ref_window, hyp_window = _window(gt, pred, ops)
+            window_refs.append(ref_window)
+            window_hyps.append(hyp_window)
+            wrong_lens.append(pred_len)
+            char_edits += char_distance("".join(gt), "".join(pred))
+        del gt_tokens
+        distances = list(map(_DISTANCE, alignments))
         counts = threshold_counts(distances)
-        # Per-sample edit scores, computed once: their mean here, each sample's in <stem>_samples.jsonl.
-        # edit_score(0, k, k) is exactly 100.0 for k > 0: exact matches skip the call.
-        edit_scores = array(
-            "d",
-            [
-                100.0 if not d and g else edit_score(d, g, p)
-                for d, g, p in zip(distances, gt_lens, pred_lens, strict=True)
-            ],
-        )
+        gt_chars = non_whitespace_length(gts)
         metrics: dict[str, float] = {
             "exprate": (counts[0] / n) * 100,
             "error_le_1": (counts[1] / n) * 100,
             "error_le_2": (counts[2] / n) * 100,
             "error_le_3": (counts[3] / n) * 100,
             "mean_edit_score": sum(edit_scores) / n,  # in order, as mean_edit_score() and upstream
-            "bleu4": bleu4(gt_tokens, pred_tokens, alignments),
+            "bleu4": _bleu4_from_windows(
+                pred_lens,
+                list(compress(gt_lens, map(operator.not_, distances))),
+                sum(gt_lens),
+                window_refs,
+                window_hyps,
+                wrong_lens,
+            ),
             "token_edits_per_gt_char": token_edits_per_gt_char(distances, gts),
             "token_error_rate": token_error_rate(distances, gt_lens),
-            "cer": char_error_rate_tokens(gt_tokens, pred_tokens, distances, non_whitespace_length(gts)),
+            "cer": char_edits / gt_chars if gt_chars > 0 else 0.0,  # as char_error_rate()
         }
     return HmerResult(
         n=n,
@@ -619,9 +741,10 @@ def evaluate_samples(
         ids=[s.id for s in samples],
         gts=gts,
         preds=preds,
-        gt_tokens=gt_tokens,
-        pred_tokens=pred_tokens,
+        gt_lens=gt_lens,
+        pred_lens=pred_lens,
         alignments=alignments,
-        config={"extract": extract, "normalize": normalize},
         edit_scores=edit_scores,
+        label_markers=label_markers,
+        config={"extract": extract, "normalize": normalize},
     )

@@ -8,11 +8,12 @@ visually confusable symbols (``x``/``\\times``, ``1``/``l``...) that Error-Drive
 from __future__ import annotations
 
 import io
+import operator
 import os
 from collections import Counter
 from collections.abc import Sequence
-from itertools import compress, repeat
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 from evaluators.hmer.metrics import STRUCTURES, HmerResult
@@ -140,8 +141,9 @@ def by_structure(result: HmerResult) -> dict[str, dict]:
 def token_confusions(result: HmerResult, top: int = 20) -> dict[str, list]:
     """Most frequent substitutions ``[gt, pred, count]``, insertions and deletions ``[token, count]``.
 
-    Ties keep the order in which the confusions first occur. The edits are gathered into lists and
-    counted once at the end (one C-level count instead of a ``Counter.update`` per edit block).
+    Ties keep the order in which the confusions first occur. The edited tokens of every op
+    (``Alignment.op_tokens``) are gathered by C iterators and counted once per kind, with no Python code per
+    op when every replace block has as many tokens on both sides (as the alignment makes them).
 
     Example:
 
@@ -151,26 +153,53 @@ def token_confusions(result: HmerResult, top: int = 20) -> dict[str, list]:
     >>> token_confusions(r)
     {'substitutions': [['x', '\\\\times', 1], ['1', 'l', 1]], 'insertions': [], 'deletions': [['y', 1]]}
     """
+    with_edits = list(compress(result.alignments, map(attrgetter("ops"), result.alignments)))
+    tags = list(map(itemgetter(0), chain.from_iterable(map(attrgetter("ops"), with_edits))))
+    spans = list(chain.from_iterable(map(attrgetter("op_tokens"), with_edits)))
+    gt_spans = list(map(itemgetter(0), spans))
+    pred_spans = list(map(itemgetter(1), spans))
+    replaced = list(map(operator.eq, tags, repeat("replace")))
+    others = list(map(operator.not_, replaced))
+    replaced_gt, replaced_pred = list(compress(gt_spans, replaced)), list(compress(pred_spans, replaced))
+    if all(map(operator.eq, map(len, replaced_gt), map(len, replaced_pred))):
+        # Replace blocks pair all their tokens; deletes/inserts leave the other side empty: every list is
+        # gathered by C iterators, in op order.
+        substituted = Counter(chain.from_iterable(map(zip, replaced_gt, replaced_pred)))
+        deleted = Counter(chain.from_iterable(compress(gt_spans, others)))
+        inserted = Counter(chain.from_iterable(compress(pred_spans, others)))
+    else:
+        substituted, inserted, deleted = _confusions_by_op(tags, gt_spans, pred_spans)
+    return {
+        "substitutions": [[g, p, n] for (g, p), n in substituted.most_common(top)],
+        "insertions": [[t, n] for t, n in inserted.most_common(top)],
+        "deletions": [[t, n] for t, n in deleted.most_common(top)],
+    }
+
+
+def _confusions_by_op(
+    tags: list[str], gt_spans: list[list[str]], pred_spans: list[list[str]]
+) -> tuple[Counter[tuple[str, str]], Counter[str], Counter[str]]:
+    """Substitution, insertion and deletion counts, op by op (replace blocks of unequal sides included).
+
+    Example:
+
+    >>> _confusions_by_op(["replace", "delete"], [["a", "b"], ["c"]], [["x"], []])
+    (Counter({('a', 'x'): 1}), Counter(), Counter({'b': 1, 'c': 1}))
+    """
     substituted: list[tuple[str, str]] = []
     inserted: list[str] = []
     deleted: list[str] = []
-    with_edits = map(attrgetter("ops"), result.alignments)  # exact matches have none: skipped in C
-    for alignment in compress(result.alignments, with_edits):
-        for (tag, _, _, _, _), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True):
-            if tag == "replace":
-                substituted.extend(zip(gt, pred, strict=False))  # the first min(len) tokens pair up
-                width = min(len(gt), len(pred))
-                deleted.extend(gt[width:])
-                inserted.extend(pred[width:])
-            elif tag == "delete":
-                deleted.extend(gt)
-            elif tag == "insert":
-                inserted.extend(pred)
-    return {
-        "substitutions": [[g, p, n] for (g, p), n in Counter(substituted).most_common(top)],
-        "insertions": [[t, n] for t, n in Counter(inserted).most_common(top)],
-        "deletions": [[t, n] for t, n in Counter(deleted).most_common(top)],
-    }
+    for tag, gt, pred in zip(tags, gt_spans, pred_spans, strict=True):
+        if tag == "replace":
+            substituted.extend(zip(gt, pred, strict=False))  # the first min(len) tokens pair up
+            width = min(len(gt), len(pred))
+            deleted.extend(gt[width:])
+            inserted.extend(pred[width:])
+        elif tag == "delete":
+            deleted.extend(gt)
+        elif tag == "insert":
+            inserted.extend(pred)
+    return Counter(substituted), Counter(inserted), Counter(deleted)
 
 
 def parse_counts_line(line: str) -> dict[str, int] | None:

@@ -13,10 +13,12 @@ The format is detected from the first record unless given. User mistakes raise
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 from evaluators.errors import UserError
@@ -164,6 +166,9 @@ def load_predictions(
             notes.append(f"{path}: {missing_first} ids have no sample_index 0; their lowest index is scored.")
 
     else:
+        samples = _plain_samples(records, gt_key, pred_key, id_key)
+        if samples is not None:
+            return _checked(path, fmt, samples, gt_key, warnings, notes, 0)
         indexed = list(enumerate(records))
 
     samples: list[HmerSample] = []
@@ -203,6 +208,44 @@ def load_predictions(
         sample_id = record.get(id_key) if id_key else None
         append(HmerSample(str(index if sample_id is None else sample_id), gt, pred))
 
+    return _checked(path, fmt, samples, gt_key, warnings, notes, empty_gt)
+
+
+def _plain_samples(
+    records: list[dict], gt_key: str, pred_key: str, id_key: str | None
+) -> list[HmerSample] | None:
+    """The samples of a file whose records are all plain (both keys present, string texts, no ``error``
+    field, no blank label, string or no ids), read column by column in C; ``None`` for any other file,
+    which the record-by-record loop of :func:`load_predictions` reads (and reports on).
+    """
+    try:
+        gts = list(map(itemgetter(gt_key), records))
+        preds = list(map(itemgetter(pred_key), records))
+    except KeyError:
+        return None
+    if set(map(type, gts)) != {str} or set(map(type, preds)) != {str}:
+        return None
+    if not all(gts) or any(map(str.isspace, gts)) or any(map(operator.contains, records, repeat("error"))):
+        return None
+    if id_key is None:
+        ids = list(map(str, range(len(records))))
+    else:
+        ids = list(map(dict.get, records, repeat(id_key)))
+        if set(map(type, ids)) != {str}:
+            return None
+    return list(map(HmerSample, ids, gts, preds))
+
+
+def _checked(
+    path: Path,
+    fmt: str,
+    samples: list[HmerSample],
+    gt_key: str,
+    warnings: Counter[str],
+    notes: list[str],
+    empty_gt: int,
+) -> LoadedPredictions:
+    """Refuse a meaningless file, note duplicate ids and missing predictions, and wrap up the samples."""
     _refuse_meaningless(path, samples, gt_key, warnings, empty_gt)
     duplicates = len(samples) - len(set(map(attrgetter("id"), samples)))
     if duplicates and fmt != "inference":

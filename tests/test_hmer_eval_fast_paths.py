@@ -2,7 +2,8 @@
 
 - ``sample_lines`` (hand-formatted JSONL) == ``json.dumps(row, ensure_ascii=False)`` of ``sample_records``;
 - interned / shared token lists change nothing: same tokens, metrics and distances as plain ``str.split``;
-- ``non_whitespace_length`` (the CER denominator, counted on the joined labels) == the tokens' lengths.
+- ``non_whitespace_length`` (the CER denominator, counted on the joined labels) == the tokens' lengths;
+- a ``ScoreMemo`` / line-tails memo shared by several files changes no number and no byte.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ import pytest
 
 from evaluators.hmer.cli import sample_lines, sample_records
 from evaluators.hmer.loaders import HmerSample, load_predictions
-from evaluators.hmer.metrics import bleu4_nltk, evaluate_samples, mean_edit_score, non_whitespace_length
+from evaluators.hmer.metrics import (
+    ScoreMemo,
+    bleu4_nltk,
+    evaluate_samples,
+    mean_edit_score,
+    non_whitespace_length,
+)
 
 ODD = ["\\frac", "{", "}", "x", '"', "\\\\", "é", "∑", "\u2028", "\x01", "\t", "😀", "a_b", "1e5"]
 
@@ -69,3 +76,28 @@ def test_non_whitespace_length_is_the_length_of_the_tokens(seed: int) -> None:
     for chars in (pool, ascii_only):
         texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 20))) for _ in range(50)]
         assert non_whitespace_length(texts) == sum(len(t) for text in texts for t in text.split())
+
+
+def _same_result(a, b) -> None:
+    assert a.metrics == b.metrics and a.counts == b.counts
+    assert a.distances == b.distances and list(a.edit_scores) == list(b.edit_scores)
+    assert list(a.gt_lens) == list(b.gt_lens) and list(a.pred_lens) == list(b.pred_lens)
+    assert a.label_markers == b.label_markers
+    assert [x.ops for x in a.alignments] == [x.ops for x in b.alignments]
+    assert [x.op_tokens for x in a.alignments] == [x.op_tokens for x in b.alignments]
+
+
+@pytest.mark.parametrize("limit", [1 << 17, 3, 0])
+def test_memos_shared_by_files_change_nothing(limit: int) -> None:
+    # files that share labels and wrong predictions (and repeat some within a file, some spaced differently)
+    base = random_samples(0, 200)
+    files = [base, random_samples(1, 200) + base[:50], base[100:] + base[:100], base[:20] * 3]
+    files.append([HmerSample(s.id, s.gt, " " + s.pred.replace(" ", "  ")) for s in base[:40]])
+    memo, tails = ScoreMemo(limit=limit), {}
+    for samples in files:
+        alone = evaluate_samples(samples)
+        shared = evaluate_samples(samples, memo=memo)
+        _same_result(shared, alone)
+        assert list(sample_lines(shared, tails)) == list(sample_lines(alone))
+        assert list(sample_lines(alone)) == [json.dumps(r, ensure_ascii=False) for r in sample_records(alone)]
+    assert len(memo.labels) <= max(limit, 0) and len(memo.pairs) <= max(limit, 0)

@@ -24,7 +24,7 @@ import operator
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import compress, count, tee
+from itertools import compress, count, repeat, tee
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
@@ -40,6 +40,7 @@ from evaluators.hmer.metrics import (
     THRESHOLDS,
     Alignment,
     HmerResult,
+    ScoreMemo,
     evaluate_samples,
     gc_paused,
 )
@@ -236,11 +237,21 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
         }
 
 
-#: One ``<stem>_samples.jsonl`` line, with ``json.dumps``'s separators; ``%s`` fields are pre-encoded JSON.
-_SAMPLE_LINE = (
-    '{"index": %d, "id": %s, "distance": %d, "edit_score": %s, "gt_len": %d, "pred_len": %d, '
-    '"gt": %s, "pred": %s, "ops": %s}'
+#: The start of a ``<stem>_samples.jsonl`` line (``json.dumps``'s separators; ``%s``: pre-encoded JSON): all
+#: that differs between samples of the same label and prediction.
+_HEAD = '{"index": %d, "id": %s, '
+
+#: The rest of the line of a sample with edits.
+_TAIL = '"distance": %d, "edit_score": %s, "gt_len": %d, "pred_len": %d, "gt": %s, "pred": %s, "ops": %s}'
+
+#: The rest of the line of an exact match (same tokens): distance 0, edit score 100.0, ``pred_len == gt_len``
+#: and no ops.
+_EXACT_TAIL = (
+    '"distance": 0, "edit_score": 100.0, "gt_len": %d, "pred_len": %d, "gt": %s, "pred": %s, "ops": []}'
 )
+
+#: Line tails a ``sample_lines(..., tails=...)`` memo keeps at most (about 300 bytes each).
+TAILS_LIMIT = 1 << 16
 
 
 #: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`).
@@ -295,22 +306,48 @@ def _preds_json(gts: Iterable[str], preds: Iterable[str], gts_json: Iterable[str
     )
 
 
-#: A ``<stem>_samples.jsonl`` line of an exact match (same tokens): :data:`_SAMPLE_LINE` with distance 0,
-#: edit score 100.0, ``pred_len == gt_len`` and no ops.
-_EXACT_LINE = (
-    '{"index": %d, "id": %s, "distance": 0, "edit_score": 100.0, "gt_len": %d, "pred_len": %d, '
-    '"gt": %s, "pred": %s, "ops": []}'
-)
+def _exact_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
+    """:data:`_EXACT_TAIL` of each selected sample (exact matches), in order, encoded by C functions."""
+    gts = list(compress(result.gts, selected))
+    gts_json, gts_json_for_preds = tee(map(encode_basestring, gts))  # tee holds one row
+    gt_lens, gt_lens_again = tee(compress(result.gt_lens, selected))
+    rows = zip(
+        gt_lens,
+        gt_lens_again,
+        gts_json,
+        _preds_json(gts, compress(result.preds, selected), gts_json_for_preds),
+        strict=True,
+    )
+    return map(_EXACT_TAIL.__mod__, rows)
 
 
-def sample_lines(result: HmerResult) -> Iterator[str]:
+def _wrong_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
+    """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code."""
+    alignments = list(compress(result.alignments, selected))
+    rows = zip(
+        map(attrgetter("distance"), alignments),
+        _score_reprs(list(compress(result.edit_scores, selected))),
+        compress(result.gt_lens, selected),
+        compress(result.pred_lens, selected),
+        map(encode_basestring, compress(result.gts, selected)),
+        map(encode_basestring, compress(result.preds, selected)),
+        map(_ops_json, alignments),
+        strict=True,
+    )
+    return map(_TAIL.__mod__, rows)
+
+
+def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = None) -> Iterator[str]:
     """The JSON lines of :func:`sample_records`, formatted directly: byte-identical to ``json.dumps`` of each
     row with ``ensure_ascii=False``, several times faster.
 
-    Exact matches (most samples) and the others are formatted as two streams, each one ``%`` per line over
+    A line is a head (index and id) and a tail that depends only on the label and the prediction. Tails of
+    exact matches (most samples) and of the others are formatted as two streams, each one ``%`` per line over
     columns encoded by C functions mapped over its samples (``encode_basestring``, ``float.__repr__``,
     ``len``), and merged back into input order in C; only the ops of samples with edits run Python code.
-    Lazy, like :func:`sample_records`: lines are made as they are written.
+    ``tails``, a dict given to every file of a run, keeps the tails by (label, prediction) for the next files
+    (at most :data:`TAILS_LIMIT`): a pair met again is not formatted again. Lazy, like
+    :func:`sample_records`: lines are made as they are written.
 
     Example:
 
@@ -319,47 +356,35 @@ def sample_lines(result: HmerResult) -> Iterator[str]:
     >>> r = evaluate_samples([HmerSample("a", "x + 1", "x + 7"), HmerSample('"b"', "\\\\alpha", "\\\\alpha ")])
     >>> list(sample_lines(r)) == [json.dumps(row, ensure_ascii=False) for row in sample_records(r)]
     True
+    >>> memo = {}
+    >>> list(sample_lines(r, memo)) == list(sample_lines(r, memo)) == list(sample_lines(r)), len(memo)
+    (True, 2)
     """
     n = len(result.alignments)
     columns = (result.ids, result.gts, result.preds, result.gt_lens, result.pred_lens, result.edit_scores)
     if any(len(column) != n for column in columns):
         raise ValueError("HmerResult: its per-sample lists differ in length")
     wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
-    right = list(map(operator.not_, wrong))
-
-    def exact_lines() -> Iterator[str]:
-        gts = list(compress(result.gts, right))
-        gts_json, gts_json_for_preds = tee(map(encode_basestring, gts))  # tee holds one row
-        gt_lens, gt_lens_again = tee(compress(result.gt_lens, right))
-        rows = zip(
-            compress(count(), right),
-            map(encode_basestring, compress(result.ids, right)),
-            gt_lens,
-            gt_lens_again,
-            gts_json,
-            _preds_json(gts, compress(result.preds, right), gts_json_for_preds),
-            strict=True,
-        )
-        return map(_EXACT_LINE.__mod__, rows)
-
-    def wrong_lines() -> Iterator[str]:
-        alignments = list(compress(result.alignments, wrong))
-        rows = zip(
-            compress(count(), wrong),
-            map(encode_basestring, compress(result.ids, wrong)),
-            map(attrgetter("distance"), alignments),
-            _score_reprs(list(compress(result.edit_scores, wrong))),
-            compress(result.gt_lens, wrong),
-            compress(result.pred_lens, wrong),
-            map(encode_basestring, compress(result.gts, wrong)),
-            map(encode_basestring, compress(result.preds, wrong)),
-            map(_ops_json, alignments),
-            strict=True,
-        )
-        return map(_SAMPLE_LINE.__mod__, rows)
-
-    streams = (exact_lines(), wrong_lines())
-    return map(next, map(streams.__getitem__, wrong))  # input order: the next line of the sample's stream
+    keys: list[tuple[str, str]] = []
+    known: list[str | None] = []
+    if tails is None:
+        new = [True] * n
+    else:
+        keys = list(zip(result.gts, result.preds, strict=True))
+        known = list(map(tails.get, keys))
+        new = list(map(operator.is_, known, repeat(None)))
+    new_exact = list(map(operator.gt, new, wrong))  # new and not wrong
+    new_wrong = list(map(operator.and_, new, wrong))
+    exact_tails = _exact_tails(result, new_exact)
+    wrong_tails = _wrong_tails(result, new_wrong)
+    if tails is not None and len(tails) + sum(new) <= TAILS_LIMIT:  # remembered as they are made
+        exact_tails = map(tails.setdefault, compress(keys, new_exact), exact_tails)
+        wrong_tails = map(tails.setdefault, compress(keys, new_wrong), wrong_tails)
+    streams = (compress(known, map(operator.not_, new)), exact_tails, wrong_tails)
+    kinds = map(operator.add, new, new_wrong)  # 0: a known tail, 1: a new exact match, 2: a new wrong one
+    body = map(next, map(streams.__getitem__, kinds))
+    heads = map(_HEAD.__mod__, zip(count(), map(encode_basestring, result.ids)))
+    return map(operator.add, heads, body)
 
 
 class FileSummary(NamedTuple):
@@ -446,16 +471,19 @@ def _run(args: argparse.Namespace) -> int:
     provenance(args.model)  # cached parts (version, git revision) found once, before any worker starts
     _import_numpy_single_threaded()
     workers = args.workers if args.workers is not None else available_cpus()
+    # Files of one test set share most labels and many wrong predictions: scored once per process.
+    memo = ScoreMemo()
+    tails: dict[tuple[str, str], str] = {}
 
     def evaluate_file(index: int) -> dict[str, object]:
         """Score file ``index`` and stage its outputs; the summary the table needs comes back."""
         stem, loaded = stems[index], loaded_files[index]
-        result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize)
+        result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize, memo=memo)
         analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
         out.write_text(f"{stem}_results.txt", format_upstream_results(result))
         document = metrics_document(result, loaded, analysis, args.model)
         out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")
-        out.write_lines(f"{stem}_samples.jsonl", sample_lines(result))
+        out.write_lines(f"{stem}_samples.jsonl", sample_lines(result, tails))
         if args.plots:
             plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
         return {"n": result.n, "metrics": result.metrics}

@@ -91,23 +91,29 @@ def _group_stats_from_histogram(
 
 
 def _length_and_structure(result: HmerResult) -> tuple[dict[str, dict], dict[str, dict]]:
-    """:func:`by_length` and :func:`by_structure` from two histograms counted in C, no Python loop per sample.
+    """:func:`by_length` and :func:`by_structure` from one histogram counted in C, no Python loop per sample.
 
-    The structures read ``result.label_markers`` (the markers each label contains, found while scoring).
+    Samples are counted per distinct (label length, structure markers, distance), the markers found while
+    scoring (``result.label_markers``); the length buckets and structure groups are then summed per key.
     """
-    distances = result.distances
     last = len(_BUCKET_OF_LENGTH) - 1
-    buckets = map(_BUCKET_OF_LENGTH.__getitem__, map(min, result.gt_lens, repeat(last)))
-    lengths = _group_stats_from_histogram(Counter(zip(buckets, distances, strict=True)), _BUCKET_NAMES)
-    # per distinct (marker set, distance), then per structure group
-    by_markers = Counter(zip(result.label_markers, distances, strict=True))
+    by_key = Counter(zip(result.gt_lens, result.label_markers, result.distances, strict=True))
     plain = len(STRUCTURES)
-    histogram: Counter[tuple[int, int]] = Counter()
-    for (present, distance), count in by_markers.items():
-        groups = [i for i, markers in enumerate(STRUCTURES.values()) if not present.isdisjoint(markers)]
-        for group in groups or [plain]:
-            histogram[group, distance] += count
-    return lengths, _group_stats_from_histogram(histogram, _STRUCTURE_NAMES)
+    groups_of: dict[frozenset[str], list[int]] = {}
+    lengths: Counter[tuple[int, int]] = Counter()
+    structures: Counter[tuple[int, int]] = Counter()
+    for (length, present, distance), count in by_key.items():
+        lengths[_BUCKET_OF_LENGTH[min(length, last)], distance] += count
+        groups = groups_of.get(present)
+        if groups is None:
+            groups = [i for i, markers in enumerate(STRUCTURES.values()) if not present.isdisjoint(markers)]
+            groups = groups_of[present] = groups or [plain]
+        for group in groups:
+            structures[group, distance] += count
+    return (
+        _group_stats_from_histogram(lengths, _BUCKET_NAMES),
+        _group_stats_from_histogram(structures, _STRUCTURE_NAMES),
+    )
 
 
 def by_length(result: HmerResult) -> dict[str, dict]:

@@ -237,9 +237,9 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
         }
 
 
-#: The start of a ``<stem>_samples.jsonl`` line (``json.dumps``'s separators; ``%s``: pre-encoded JSON): all
-#: that differs between samples of the same label and prediction.
-_HEAD = '{"index": %d, "id": %s, '
+#: A ``<stem>_samples.jsonl`` line (``json.dumps``'s separators; ``%s``: pre-encoded JSON): index and id, all
+#: that differs between samples of the same label and prediction, then the tail made from those.
+_LINE = '{"index": %d, "id": %s, %s'
 
 #: The rest of the line of a sample with edits.
 _TAIL = '"distance": %d, "edit_score": %s, "gt_len": %d, "pred_len": %d, "gt": %s, "pred": %s, "ops": %s}'
@@ -383,8 +383,7 @@ def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = 
     streams = (compress(known, map(operator.not_, new)), exact_tails, wrong_tails)
     kinds = map(operator.add, new, new_wrong)  # 0: a known tail, 1: a new exact match, 2: a new wrong one
     body = map(next, map(streams.__getitem__, kinds))
-    heads = map(_HEAD.__mod__, zip(count(), map(encode_basestring, result.ids)))
-    return map(operator.add, heads, body)
+    return map(_LINE.__mod__, zip(count(), map(encode_basestring, result.ids), body))
 
 
 class FileSummary(NamedTuple):

@@ -661,7 +661,7 @@ def gc_paused() -> Iterator[None]:
 class ScoreMemo:
     """What :func:`evaluate_samples` found for a text, kept for the next calls given the same memo.
 
-    ``labels`` maps a label to its token count and structure markers; ``pairs`` a (label, prediction) pair
+    ``labels`` maps a label to its token count, structure markers and characters; ``pairs`` a (label, prediction) pair
     that differs to what scoring reads of it (its :class:`Alignment`, prediction length, edit score, BLEU
     window and character edits), or to ``None`` when the two have the same tokens; ``ngrams`` such a pair
     to its clipped n-gram matches. The prediction files of
@@ -679,7 +679,7 @@ class ScoreMemo:
     (True, 1, 1)
     """
 
-    labels: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    labels: dict[str, tuple[int, frozenset[str], int]] = field(default_factory=dict)
     pairs: dict[tuple[str, str], tuple | None] = field(default_factory=dict)
     #: Per wrong pair, its prediction's clipped n-gram matches (n = 1..4) against its label, for BLEU.
     ngrams: dict[tuple[str, str], list[int]] = field(default_factory=dict)
@@ -688,14 +688,22 @@ class ScoreMemo:
     limit: int = 1 << 17
 
 
-def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[str]]]:
-    """``(token count, structure markers)`` of every label, each new label split once (and remembered)."""
+def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[str], int]]:
+    """``(tokens, structure markers, characters outside whitespace)`` of every label, each new label split
+    once (and remembered)."""
     info = list(map(memo.labels.get, gts))
     new = list(compress(range(len(gts)), map(operator.is_, info, repeat(None))))
     if new:
         tokens = tokenize_all([gts[i] for i in new])
         markers, same_markers = tee(map(STRUCTURE_MARKERS.intersection, tokens))
-        found = list(zip(map(len, tokens), map(memo.markers.setdefault, markers, same_markers), strict=True))
+        found = list(
+            zip(
+                map(len, tokens),
+                map(memo.markers.setdefault, markers, same_markers),
+                map(sum, map(map, repeat(len), tokens)),
+                strict=True,
+            )
+        )
         for i, entry in zip(new, found, strict=True):
             info[i] = entry
         if len(memo.labels) + len(new) <= memo.limit:
@@ -763,6 +771,7 @@ def evaluate_samples(
         info = _label_info(memo, gts)
         gt_lens = list(map(itemgetter(0), info))
         label_markers = list(map(itemgetter(1), info))
+        gt_chars = sum(map(itemgetter(2), info))  # as non_whitespace_length(gts)
         del info
         # What an exact match has; the loop below overwrites the others. edit_score(0, k, k) is 100.0 for
         # every k (0 included).
@@ -808,7 +817,6 @@ def evaluate_samples(
                 ngrams.update(zip(todo, counted.tolist(), strict=True))
         distances = list(map(_DISTANCE, alignments))
         counts = threshold_counts(distances)
-        gt_chars = non_whitespace_length(gts)
         metrics: dict[str, float] = {
             "exprate": (counts[0] / n) * 100,
             "error_le_1": (counts[1] / n) * 100,

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from evaluators.hmer.cli import sample_lines, sample_records
+from evaluators.hmer.cli import LineMemo, sample_lines, sample_records
 from evaluators.hmer.loaders import HmerSample, load_predictions
 from evaluators.hmer.metrics import (
     ScoreMemo,
@@ -93,11 +93,11 @@ def test_memos_shared_by_files_change_nothing(limit: int) -> None:
     base = random_samples(0, 200)
     files = [base, random_samples(1, 200) + base[:50], base[100:] + base[:100], base[:20] * 3]
     files.append([HmerSample(s.id, s.gt, " " + s.pred.replace(" ", "  ")) for s in base[:40]])
-    memo, tails = ScoreMemo(limit=limit), {}
+    memo, lines_memo = ScoreMemo(limit=limit), LineMemo(limit=limit)
     for samples in files:
         alone = evaluate_samples(samples)
         shared = evaluate_samples(samples, memo=memo)
         _same_result(shared, alone)
-        assert list(sample_lines(shared, tails)) == list(sample_lines(alone))
+        assert list(sample_lines(shared, lines_memo)) == list(sample_lines(alone))
         assert list(sample_lines(alone)) == [json.dumps(r, ensure_ascii=False) for r in sample_records(alone)]
     assert len(memo.labels) <= max(limit, 0) and len(memo.pairs) <= max(limit, 0)

@@ -24,6 +24,7 @@ import operator
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import compress, count, repeat, tee
 from json.encoder import encode_basestring
 from operator import attrgetter
@@ -51,6 +52,7 @@ from evaluators.outputs import OutputSet
 from evaluators.provenance import model_from_inference_meta, provenance, unitune_version
 
 __all__ = [
+    "LineMemo",
     "add_arguments",
     "markdown_table",
     "metrics_document",
@@ -250,36 +252,42 @@ _EXACT_TAIL = (
     '"distance": 0, "edit_score": 100.0, "gt_len": %d, "pred_len": %d, "gt": %s, "pred": %s, "ops": []}'
 )
 
-#: Line tails a ``sample_lines(..., tails=...)`` memo keeps at most (about 300 bytes each).
-TAILS_LIMIT = 1 << 16
+
+@dataclass
+class LineMemo:
+    """What :func:`sample_lines` formatted, kept for the next files of a run: line tails by (label,
+    prediction) and op heads by (tag, label tokens, prediction tokens), at most ``limit`` of each (a tail is
+    about 300 bytes)."""
+
+    tails: dict[tuple[str, str], str] = field(default_factory=dict)
+    op_heads: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = field(default_factory=dict)
+    limit: int = 1 << 16
 
 
-#: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`).
-_OP = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": [%d, %d], "pred_span": [%d, %d]}'
+#: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`): the part
+#: that depends on the op's tag and tokens only, then its spans.
+_OP_HEAD = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": ['
+_OP_SPANS = '%d, %d], "pred_span": [%d, %d]}'
 
 
-def _ops_json(alignment: Alignment) -> str:
-    """The ``"ops"`` value of a sample with edits as JSON text (spans of one token are encoded inline)."""
+def _ops_json(alignment: Alignment, memo: LineMemo) -> str:
+    """The ``"ops"`` value of a sample with edits as JSON text.
+
+    ``memo.op_heads`` keeps the JSON of each distinct (tag, label tokens, prediction tokens): the same
+    confusions recur across samples, and only their spans are formatted again.
+    """
     encode = encode_basestring
-    return (
-        "["
-        + ", ".join(
-            [
-                _OP
-                % (
-                    tag,
-                    encode(gt[0]) if len(gt) == 1 else ", ".join(map(encode, gt)),
-                    encode(pred[0]) if len(pred) == 1 else ", ".join(map(encode, pred)),
-                    i1,
-                    i2,
-                    j1,
-                    j2,
-                )
-                for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True)
-            ]
-        )
-        + "]"
-    )
+    heads = memo.op_heads
+    parts = []
+    for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True):
+        key = (tag, gt, pred)
+        head = heads.get(key)
+        if head is None:
+            head = _OP_HEAD % (tag, ", ".join(map(encode, gt)), ", ".join(map(encode, pred)))
+            if len(heads) < memo.limit:
+                heads[key] = head
+        parts.append(head + _OP_SPANS % (i1, i2, j1, j2))
+    return "[" + ", ".join(parts) + "]"
 
 
 def _score_reprs(scores: Sequence[float]) -> Iterator[str]:
@@ -321,7 +329,7 @@ def _exact_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
     return map(_EXACT_TAIL.__mod__, rows)
 
 
-def _wrong_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
+def _wrong_tails(result: HmerResult, selected: list[bool], memo: LineMemo) -> Iterator[str]:
     """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code."""
     alignments = list(compress(result.alignments, selected))
     rows = zip(
@@ -331,13 +339,13 @@ def _wrong_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
         compress(result.pred_lens, selected),
         map(encode_basestring, compress(result.gts, selected)),
         map(encode_basestring, compress(result.preds, selected)),
-        map(_ops_json, alignments),
+        map(_ops_json, alignments, repeat(memo)),
         strict=True,
     )
     return map(_TAIL.__mod__, rows)
 
 
-def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = None) -> Iterator[str]:
+def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[str]:
     """The JSON lines of :func:`sample_records`, formatted directly: byte-identical to ``json.dumps`` of each
     row with ``ensure_ascii=False``, several times faster.
 
@@ -345,8 +353,8 @@ def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = 
     exact matches (most samples) and of the others are formatted as two streams, each one ``%`` per line over
     columns encoded by C functions mapped over its samples (``encode_basestring``, ``float.__repr__``,
     ``len``), and merged back into input order in C; only the ops of samples with edits run Python code.
-    ``tails``, a dict given to every file of a run, keeps the tails by (label, prediction) for the next files
-    (at most :data:`TAILS_LIMIT`): a pair met again is not formatted again. Lazy, like
+    ``memo``, a :class:`LineMemo` given to every file of a run, keeps the tails by (label, prediction) for
+    the next files: a pair met again is not formatted again. Lazy, like
     :func:`sample_records`: lines are made as they are written.
 
     Example:
@@ -356,8 +364,8 @@ def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = 
     >>> r = evaluate_samples([HmerSample("a", "x + 1", "x + 7"), HmerSample('"b"', "\\\\alpha", "\\\\alpha ")])
     >>> list(sample_lines(r)) == [json.dumps(row, ensure_ascii=False) for row in sample_records(r)]
     True
-    >>> memo = {}
-    >>> list(sample_lines(r, memo)) == list(sample_lines(r, memo)) == list(sample_lines(r)), len(memo)
+    >>> memo = LineMemo()
+    >>> list(sample_lines(r, memo)) == list(sample_lines(r, memo)) == list(sample_lines(r)), len(memo.tails)
     (True, 2)
     """
     n = len(result.alignments)
@@ -367,19 +375,20 @@ def sample_lines(result: HmerResult, tails: dict[tuple[str, str], str] | None = 
     wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
     keys: list[tuple[str, str]] = []
     known: list[str | None] = []
-    if tails is None:
+    if memo is None:
+        memo = LineMemo()  # op heads of this file only; no tails (no keys)
         new = [True] * n
     else:
         keys = list(zip(result.gts, result.preds, strict=True))
-        known = list(map(tails.get, keys))
+        known = list(map(memo.tails.get, keys))
         new = list(map(operator.is_, known, repeat(None)))
     new_exact = list(map(operator.gt, new, wrong))  # new and not wrong
     new_wrong = list(map(operator.and_, new, wrong))
     exact_tails = _exact_tails(result, new_exact)
-    wrong_tails = _wrong_tails(result, new_wrong)
-    if tails is not None and len(tails) + sum(new) <= TAILS_LIMIT:  # remembered as they are made
-        exact_tails = map(tails.setdefault, compress(keys, new_exact), exact_tails)
-        wrong_tails = map(tails.setdefault, compress(keys, new_wrong), wrong_tails)
+    wrong_tails = _wrong_tails(result, new_wrong, memo)
+    if keys and len(memo.tails) + sum(new) <= memo.limit:  # remembered as they are made
+        exact_tails = map(memo.tails.setdefault, compress(keys, new_exact), exact_tails)
+        wrong_tails = map(memo.tails.setdefault, compress(keys, new_wrong), wrong_tails)
     streams = (compress(known, map(operator.not_, new)), exact_tails, wrong_tails)
     kinds = map(operator.add, new, new_wrong)  # 0: a known tail, 1: a new exact match, 2: a new wrong one
     body = map(next, map(streams.__getitem__, kinds))
@@ -472,7 +481,7 @@ def _run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else available_cpus()
     # Files of one test set share most labels and many wrong predictions: scored once per process.
     memo = ScoreMemo()
-    tails: dict[tuple[str, str], str] = {}
+    lines_memo = LineMemo()
 
     def evaluate_file(index: int) -> dict[str, object]:
         """Score file ``index`` and stage its outputs; the summary the table needs comes back."""
@@ -482,7 +491,7 @@ def _run(args: argparse.Namespace) -> int:
         out.write_text(f"{stem}_results.txt", format_upstream_results(result))
         document = metrics_document(result, loaded, analysis, args.model)
         out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")
-        out.write_lines(f"{stem}_samples.jsonl", sample_lines(result, tails))
+        out.write_lines(f"{stem}_samples.jsonl", sample_lines(result, lines_memo))
         if args.plots:
             plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
         return {"n": result.n, "metrics": result.metrics}

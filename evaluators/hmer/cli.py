@@ -353,9 +353,10 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     exact matches (most samples) and of the others are formatted as two streams, each one ``%`` per line over
     columns encoded by C functions mapped over its samples (``encode_basestring``, ``float.__repr__``,
     ``len``), and merged back into input order in C; only the ops of samples with edits run Python code.
-    ``memo``, a :class:`LineMemo` given to every file of a run, keeps the tails by (label, prediction) for
-    the next files: a pair met again is not formatted again. Lazy, like
-    :func:`sample_records`: lines are made as they are written.
+    Without ``memo`` the lines are made as they are written, like :func:`sample_records`. ``memo``, a
+    :class:`LineMemo` given to every file of a run, keeps the tails by (label, prediction) for the next files:
+    a pair met again is not formatted again; the new tails are made at once and kept there (or, when they
+    would not fit its limit, made as they are written and not kept).
 
     Example:
 
@@ -373,26 +374,40 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     if any(len(column) != n for column in columns):
         raise ValueError("HmerResult: its per-sample lists differ in length")
     wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
-    keys: list[tuple[str, str]] = []
-    known: list[str | None] = []
-    if memo is None:
-        memo = LineMemo()  # op heads of this file only; no tails (no keys)
-        new = [True] * n
-    else:
+    ids_json = map(encode_basestring, result.ids)
+    if memo is not None:
         keys = list(zip(result.gts, result.preds, strict=True))
-        known = list(map(memo.tails.get, keys))
-        new = list(map(operator.is_, known, repeat(None)))
-    new_exact = list(map(operator.gt, new, wrong))  # new and not wrong
-    new_wrong = list(map(operator.and_, new, wrong))
-    exact_tails = _exact_tails(result, new_exact)
-    wrong_tails = _wrong_tails(result, new_wrong, memo)
-    if keys and len(memo.tails) + sum(new) <= memo.limit:  # remembered as they are made
-        exact_tails = map(memo.tails.setdefault, compress(keys, new_exact), exact_tails)
-        wrong_tails = map(memo.tails.setdefault, compress(keys, new_wrong), wrong_tails)
-    streams = (compress(known, map(operator.not_, new)), exact_tails, wrong_tails)
-    kinds = map(operator.add, new, new_wrong)  # 0: a known tail, 1: a new exact match, 2: a new wrong one
-    body = map(next, map(streams.__getitem__, kinds))
-    return map(_LINE.__mod__, zip(count(), map(encode_basestring, result.ids), body))
+        tails = list(map(memo.tails.get, keys))
+        new = list(map(operator.is_, tails, repeat(None)))
+        missing = sum(new)
+        if len(memo.tails) + missing <= memo.limit:  # the new tails fit in the memo: made now, kept there
+            if missing:
+                _make_tails(result, memo, wrong, new, keys, tails)
+            return map(_LINE.__mod__, zip(count(), ids_json, tails))
+    # made as they are written, exact matches and the others as two streams merged in input order
+    streams = (_exact_tails(result, list(map(operator.not_, wrong))), _wrong_tails(result, wrong, LineMemo()))
+    body = map(next, map(streams.__getitem__, wrong))
+    return map(_LINE.__mod__, zip(count(), ids_json, body))
+
+
+def _make_tails(
+    result: HmerResult,
+    memo: LineMemo,
+    wrong: list[bool],
+    new: list[bool],
+    keys: list[tuple[str, str]],
+    tails: list[str | None],
+) -> None:
+    """Fill the ``new`` entries of ``tails`` (exact matches and the others as two streams) and remember them."""
+    exact = list(map(operator.gt, new, wrong))  # new and not wrong
+    with_edits = list(map(operator.and_, new, wrong))
+    for selected, made in (
+        (exact, _exact_tails(result, exact)),
+        (with_edits, _wrong_tails(result, with_edits, memo)),
+    ):
+        for i, tail in zip(compress(range(len(tails)), selected), made, strict=True):
+            tails[i] = tail
+    memo.tails.update(compress(zip(keys, tails, strict=True), new))
 
 
 class FileSummary(NamedTuple):

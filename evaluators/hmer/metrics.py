@@ -720,16 +720,19 @@ def _score_pair(gt_text: str, pred_text: str) -> tuple | None:
     pred = pred_text.split()
     if pred == gt:  # other whitespace, same tokens
         return None
-    ops = tuple([op for op in edit_opcodes(gt, pred) if op[0] != "equal"])
+    edits = []
+    tokens = []
     distance = 0
-    for _, i1, i2, j1, j2 in ops:
-        distance += max(i2 - i1, j2 - j1)
-    alignment = Alignment(
-        distance, ops, tuple([(tuple(gt[i1:i2]), tuple(pred[j1:j2])) for _, i1, i2, j1, j2 in ops])
-    )
+    for op in edit_opcodes(gt, pred):  # one pass: the non-equal ops, their tokens and their cost
+        tag, i1, i2, j1, j2 = op
+        if tag != "equal":
+            edits.append(op)
+            tokens.append((tuple(gt[i1:i2]), tuple(pred[j1:j2])))
+            distance += i2 - i1 if i2 - i1 > j2 - j1 else j2 - j1
+    ops = tuple(edits)
     ref_window, hyp_window = _window(gt, pred, ops)
     return (
-        alignment,
+        Alignment(distance, ops, tuple(tokens)),
         len(pred),
         edit_score(distance, len(gt), len(pred)),
         ref_window,

@@ -502,7 +502,7 @@ def _run(args: argparse.Namespace) -> int:
         """Score file ``index`` and stage its outputs; the summary the table needs comes back."""
         stem, loaded = stems[index], loaded_files[index]
         result = evaluate_samples(loaded.samples, extract=args.extract, normalize=args.normalize, memo=memo)
-        analysis = analyze(result, raw_preds=[s.pred for s in loaded.samples], top=args.top)
+        analysis = analyze(result, raw_preds=list(map(attrgetter("pred"), loaded.samples)), top=args.top)
         out.write_text(f"{stem}_results.txt", format_upstream_results(result))
         document = metrics_document(result, loaded, analysis, args.model)
         out.write_text(f"{stem}_metrics.json", json.dumps(document, ensure_ascii=False, indent=2) + "\n")

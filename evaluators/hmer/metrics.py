@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat, tee
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from rapidfuzz.distance import Levenshtein
@@ -582,10 +582,10 @@ def prepare_texts(
     if extract not in EXTRACT_MODES:
         raise UserError(f"--extract must be one of {', '.join(EXTRACT_MODES)}, got {extract!r}.")
     if extract == "raw":
-        gts = [s.gt for s in samples]
+        gts = list(map(attrgetter("gt"), samples))
     else:
         gts = [extract_latex(s.gt, extract) for s in samples]
-    preds = extract_latex_all([s.pred for s in samples], extract)
+    preds = extract_latex_all(list(map(attrgetter("pred"), samples)), extract)
     if normalize:
         gts = [normalize_latex(t) for t in gts]
         preds = [normalize_latex(t) for t in preds]
@@ -702,7 +702,7 @@ def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[st
             zip(
                 map(len, tokens),
                 map(memo.markers.setdefault, markers, same_markers),
-                map(sum, map(map, repeat(len), tokens)),
+                map(len, map("".join, tokens)),
                 strict=True,
             )
         )
@@ -841,7 +841,7 @@ def evaluate_samples(
         n=n,
         metrics=metrics,
         counts=counts,
-        ids=[s.id for s in samples],
+        ids=list(map(attrgetter("id"), samples)),
         gts=gts,
         preds=preds,
         gt_lens=gt_lens,

@@ -106,7 +106,7 @@ def extract_latex_all(texts: Iterable[str | None], mode: str = "raw") -> list[st
     ['a', '', 'y']
     """
     texts = list(texts)
-    if mode == "raw" and all(type(text) is str for text in texts):
+    if mode == "raw" and set(map(type, texts)) <= {str}:
         return list(map(str.strip, texts))
     return [extract_latex(text, mode) for text in texts]
 

@@ -460,6 +460,8 @@ def read_records(path: str | os.PathLike, allow_torn: bool = False) -> list[dict
         data = list(iter_jsonl(path, allow_torn=allow_torn))
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
+    if set(map(type, data)) <= {dict}:  # checked in C; the loop below names the first item that is not
+        return data
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise UserError(f"{path}: item {index} is a {type(item).__name__}, expected an object.")

@@ -239,6 +239,8 @@ def sc_consistency(raw_preds: Sequence[str]) -> dict[str, float | int | None]:
     {'n_with_counts': 2, 'consistent': 1, 'rate': 50.0}
     """
     with_counts = consistent = 0
+    if set(map(type, raw_preds)) <= {str}:  # those without a line break skipped in C
+        raw_preds = list(compress(raw_preds, map(operator.contains, raw_preds, repeat("\n"))))
     for text in raw_preds:
         # a counts line and an answer line need a line break (most outputs have none: no strip needed)
         if not isinstance(text, str) or "\n" not in text or "\n" not in text.strip():

@@ -60,6 +60,7 @@ __all__ = [
     "run",
     "sample_lines",
     "sample_records",
+    "group_by_test_set",
 ]
 
 logger = logging.getLogger(__name__)
@@ -451,6 +452,28 @@ def _failed(loaded: LoadedPredictions) -> int:
     return sum(loaded.warnings.get(k, 0) for k in ("failed", "null_pred", "non_string_pred"))
 
 
+def group_by_test_set(loaded_files: Sequence[LoadedPredictions]) -> list[list[int]]:
+    """The files' indices grouped by test set, as far as their first sample tells (same id and label).
+
+    Predictions of several checkpoints on one test set share most labels and many wrong predictions, which
+    one process scores once (see :class:`~evaluators.hmer.metrics.ScoreMemo`): ``unitune eval hmer`` gives
+    each group to one worker. Groups are in the order of their first file.
+
+    Example:
+
+    >>> from pathlib import Path
+    >>> from evaluators.hmer.loaders import HmerSample
+    >>> def file(first): return LoadedPredictions(Path("f"), "upstream", [HmerSample(*first)])
+    >>> group_by_test_set([file(("1", "x", "x")), file(("9", "y", "y")), file(("1", "x", "z"))])
+    [[0, 2], [1]]
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, loaded in enumerate(loaded_files):
+        first = loaded.samples[0]
+        groups.setdefault((first.id, first.gt), []).append(index)
+    return list(groups.values())
+
+
 def _import_numpy_single_threaded() -> None:
     """Import numpy (BLEU's n-gram counting) with OpenBLAS limited to one thread, unless already imported.
 
@@ -511,10 +534,20 @@ def _run(args: argparse.Namespace) -> int:
             plot_analysis(analysis, out.path(f"{stem}_analysis.png"), title=f"{stem} (N={result.n})")
         return {"n": result.n, "metrics": result.metrics}
 
+    # Files that look like one test set go to the same process, where its memos serve them all.
+    groups = group_by_test_set(loaded_files)
+
+    def evaluate_group(group: int) -> list[dict[str, object]]:
+        return [evaluate_file(index) for index in groups[group]]
+
     # Every file of this run is staged, then published together: a kill leaves the old set or the new one.
-    # The files are independent jobs: with several, worker processes share them (same outputs, less wall).
+    # The groups are independent jobs: with several, worker processes share them (same outputs, less wall).
     with OutputSet(args.out_dir, "eval-hmer") as out:
-        summaries = run_jobs(evaluate_file, [len(loaded.samples) for loaded in loaded_files], workers)
+        weights = [sum(len(loaded_files[index].samples) for index in group) for group in groups]
+        summaries: list[dict[str, object]] = [{} for _ in loaded_files]
+        for group, results in zip(groups, run_jobs(evaluate_group, weights, workers), strict=True):
+            for index, summary in zip(group, results, strict=True):
+                summaries[index] = summary
         rows: list[tuple[str, FileSummary]] = []
         for stem, loaded, summary in zip(stems, loaded_files, summaries, strict=True):
             if not args.plots:

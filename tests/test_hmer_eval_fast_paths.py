@@ -101,3 +101,16 @@ def test_memos_shared_by_files_change_nothing(limit: int) -> None:
         assert list(sample_lines(shared, lines_memo)) == list(sample_lines(alone))
         assert list(sample_lines(alone)) == [json.dumps(r, ensure_ascii=False) for r in sample_records(alone)]
     assert len(memo.labels) <= max(limit, 0) and len(memo.pairs) <= max(limit, 0)
+
+
+def test_chunked_scoring_changes_nothing(monkeypatch) -> None:
+    """New labels split and BLEU windows counted a few at a time (the chunks that bound memory on huge files)."""
+    import evaluators.hmer.metrics as metrics
+
+    samples = random_samples(7, 300) + random_samples(8, 100)
+    whole = evaluate_samples(samples)
+    monkeypatch.setattr(metrics, "_BLEU_CHUNK", 3)
+    monkeypatch.setattr(metrics, "_LABEL_CHUNK", 5)
+    chunked = evaluate_samples(samples)
+    _same_result(chunked, whole)
+    assert chunked.metrics["bleu4"] == bleu4_nltk(chunked.gt_tokens, chunked.pred_tokens)

@@ -240,9 +240,11 @@ def sample_records(result: HmerResult) -> Iterator[dict]:
         }
 
 
-#: A ``<stem>_samples.jsonl`` line (``json.dumps``'s separators; ``%s``: pre-encoded JSON): index and id, all
-#: that differs between samples of the same label and prediction, then the tail made from those.
-_LINE = '{"index": %d, "id": %s, %s'
+#: The start of a ``<stem>_samples.jsonl`` line (``json.dumps``'s separators; ``%s``: pre-encoded JSON): index
+#: and id, all that differs between samples of the same label and prediction.
+_HEAD = '{"index": %d, "id": %s, '
+#: A line from its index, id and tail (the rest, made from the label and the prediction).
+_LINE = _HEAD + "%s"
 
 #: The rest of the line of a sample with edits.
 _TAIL = '"distance": %d, "edit_score": %s, "gt_len": %d, "pred_len": %d, "gt": %s, "pred": %s, "ops": %s}'
@@ -315,8 +317,18 @@ def _preds_json(gts: Iterable[str], preds: Iterable[str], gts_json: Iterable[str
     )
 
 
-def _exact_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
-    """:data:`_EXACT_TAIL` of each selected sample (exact matches), in order, encoded by C functions."""
+def _numbered(result: HmerResult, selected: list[bool], rows: Iterator[tuple]) -> Iterator[tuple]:
+    """``rows`` of the selected samples, each led by the sample's index and JSON-encoded id."""
+    return map(
+        operator.add,
+        zip(compress(count(), selected), map(encode_basestring, compress(result.ids, selected)), strict=True),
+        rows,
+    )
+
+
+def _exact_tails(result: HmerResult, selected: list[bool], whole: bool = False) -> Iterator[str]:
+    """:data:`_EXACT_TAIL` of each selected sample (exact matches), in order, encoded by C functions; with
+    ``whole``, the whole line."""
     gts = list(compress(result.gts, selected))
     gts_json, gts_json_for_preds = tee(map(encode_basestring, gts))  # tee holds one row
     gt_lens, gt_lens_again = tee(compress(result.gt_lens, selected))
@@ -327,11 +339,16 @@ def _exact_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
         _preds_json(gts, compress(result.preds, selected), gts_json_for_preds),
         strict=True,
     )
+    if whole:
+        return map((_HEAD + _EXACT_TAIL).__mod__, _numbered(result, selected, rows))
     return map(_EXACT_TAIL.__mod__, rows)
 
 
-def _wrong_tails(result: HmerResult, selected: list[bool], memo: LineMemo) -> Iterator[str]:
-    """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code."""
+def _wrong_tails(
+    result: HmerResult, selected: list[bool], memo: LineMemo, whole: bool = False
+) -> Iterator[str]:
+    """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code.
+    With ``whole``, the whole line."""
     alignments = list(compress(result.alignments, selected))
     rows = zip(
         map(attrgetter("distance"), alignments),
@@ -343,6 +360,8 @@ def _wrong_tails(result: HmerResult, selected: list[bool], memo: LineMemo) -> It
         map(_ops_json, alignments, repeat(memo)),
         strict=True,
     )
+    if whole:
+        return map((_HEAD + _TAIL).__mod__, _numbered(result, selected, rows))
     return map(_TAIL.__mod__, rows)
 
 
@@ -375,8 +394,7 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     if any(len(column) != n for column in columns):
         raise ValueError("HmerResult: its per-sample lists differ in length")
     wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
-    ids_json = map(encode_basestring, result.ids)
-    if memo is not None:
+    if memo is not None and n <= memo.limit:  # a bigger file's new tails could not all be kept
         keys = list(zip(result.gts, result.preds, strict=True))
         tails = list(map(memo.tails.get, keys))
         new = list(map(operator.is_, tails, repeat(None)))
@@ -384,11 +402,11 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
         if len(memo.tails) + missing <= memo.limit:  # the new tails fit in the memo: made now, kept there
             if missing:
                 _make_tails(result, memo, wrong, new, keys, tails)
-            return map(_LINE.__mod__, zip(count(), ids_json, tails))
+            return map(_LINE.__mod__, zip(count(), map(encode_basestring, result.ids), tails))
     # made as they are written, exact matches and the others as two streams merged in input order
-    streams = (_exact_tails(result, list(map(operator.not_, wrong))), _wrong_tails(result, wrong, LineMemo()))
-    body = map(next, map(streams.__getitem__, wrong))
-    return map(_LINE.__mod__, zip(count(), ids_json, body))
+    exact = list(map(operator.not_, wrong))
+    streams = (_exact_tails(result, exact, whole=True), _wrong_tails(result, wrong, LineMemo(), whole=True))
+    return map(next, map(streams.__getitem__, wrong))
 
 
 def _make_tails(

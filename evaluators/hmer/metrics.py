@@ -108,6 +108,8 @@ _BLEU_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
 _ZEROS = repeat(0)
 #: Wrong samples whose n-grams are matched at once: bounds BLEU's memory whatever the corpus size.
 _BLEU_CHUNK = 16384
+#: New labels split at once (their token lists are dropped after each chunk).
+_LABEL_CHUNK = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,7 +689,7 @@ class ScoreMemo:
     ngrams: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     #: One frozenset per distinct set of structure markers, shared by the labels that have it.
     markers: dict[frozenset[str], frozenset[str]] = field(default_factory=dict)
-    limit: int = 1 << 17
+    limit: int = 1 << 16
 
 
 def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[str], int]]:
@@ -695,8 +697,10 @@ def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[st
     once (and remembered)."""
     info = list(map(memo.labels.get, gts))
     new = list(compress(range(len(gts)), map(operator.is_, info, repeat(None))))
-    if new:
-        tokens = tokenize_all([gts[i] for i in new])
+    keep = len(memo.labels) + len(new) <= memo.limit
+    for start in range(0, len(new), _LABEL_CHUNK):  # a chunk's token lists at a time
+        chunk = new[start : start + _LABEL_CHUNK]
+        tokens = tokenize_all([gts[i] for i in chunk])
         markers, same_markers = tee(map(STRUCTURE_MARKERS.intersection, tokens))
         found = list(
             zip(
@@ -706,10 +710,10 @@ def _label_info(memo: ScoreMemo, gts: list[str]) -> list[tuple[int, frozenset[st
                 strict=True,
             )
         )
-        for i, entry in zip(new, found, strict=True):
+        for i, entry in zip(chunk, found, strict=True):
             info[i] = entry
-        if len(memo.labels) + len(new) <= memo.limit:
-            memo.labels.update(zip([gts[i] for i in new], found, strict=True))
+        if keep:
+            memo.labels.update(zip([gts[i] for i in chunk], found, strict=True))
     return info
 
 
@@ -720,16 +724,12 @@ def _score_pair(gt_text: str, pred_text: str) -> tuple | None:
     pred = pred_text.split()
     if pred == gt:  # other whitespace, same tokens
         return None
-    edits = []
+    ops = tuple([op for op in edit_opcodes(gt, pred) if op[0] != "equal"])
     tokens = []
     distance = 0
-    for op in edit_opcodes(gt, pred):  # one pass: the non-equal ops, their tokens and their cost
-        tag, i1, i2, j1, j2 = op
-        if tag != "equal":
-            edits.append(op)
-            tokens.append((tuple(gt[i1:i2]), tuple(pred[j1:j2])))
-            distance += i2 - i1 if i2 - i1 > j2 - j1 else j2 - j1
-    ops = tuple(edits)
+    for _, i1, i2, j1, j2 in ops:  # each op's tokens and cost
+        tokens.append((tuple(gt[i1:i2]), tuple(pred[j1:j2])))
+        distance += i2 - i1 if i2 - i1 > j2 - j1 else j2 - j1
     ref_window, hyp_window = _window(gt, pred, ops)
     return (
         Alignment(distance, ops, tuple(tokens)),
@@ -739,6 +739,25 @@ def _score_pair(gt_text: str, pred_text: str) -> tuple | None:
         hyp_window,
         Levenshtein.distance("".join(gt), "".join(pred)),
     )
+
+
+def _count_windows(
+    memo: ScoreMemo,
+    keys: list[tuple[str, str]],
+    refs: list[Sequence[str]],
+    hyps: list[Sequence[str]],
+    whole_lens: list[int],
+    totals: list[int],
+) -> None:
+    """Add the clipped n-gram matches of the wrong pairs ``keys`` (cut to their BLEU windows ``refs`` and
+    ``hyps``, of ``whole_lens`` prediction tokens) to ``totals``, remember each pair's, and empty the lists."""
+    counted = _sample_matches(refs, hyps) + _cut_ngrams(whole_lens, hyps)
+    for k, total in enumerate(counted.sum(axis=0)):
+        totals[k] += int(total)
+    if len(memo.ngrams) + len(keys) <= memo.limit:
+        memo.ngrams.update(zip(keys, counted.tolist(), strict=True))
+    for column in (keys, refs, hyps, whole_lens):
+        column.clear()
 
 
 def evaluate_samples(
@@ -786,6 +805,7 @@ def evaluate_samples(
         alignments = [_EXACT] * n
         edit_scores = array("d", [100.0]) * n
         known: list[list[int]] = []  # clipped n-gram matches of wrong pairs counted before
+        wrong_matches = [0, 0, 0, 0]  # and of the others, counted from their BLEU windows
         todo: list[tuple[str, str]] = []  # the others, counted below from their BLEU windows
         window_refs: list[Sequence[str]] = []
         window_hyps: list[Sequence[str]] = []
@@ -814,14 +834,14 @@ def evaluate_samples(
                 window_refs.append(ref_window)
                 window_hyps.append(hyp_window)
                 wrong_lens.append(pred_len)
+                if len(todo) == _BLEU_CHUNK:  # counted a chunk at a time: the windows stay bounded
+                    _count_windows(memo, todo, window_refs, window_hyps, wrong_lens, wrong_matches)
             else:
                 known.append(matches)
-        wrong_matches = [sum(column) for column in zip(*known, strict=True)] if known else [0, 0, 0, 0]
         if todo:
-            counted = _sample_matches(window_refs, window_hyps) + _cut_ngrams(wrong_lens, window_hyps)
-            wrong_matches = [a + int(b) for a, b in zip(wrong_matches, counted.sum(axis=0), strict=True)]
-            if len(ngrams) + len(todo) <= memo.limit:
-                ngrams.update(zip(todo, counted.tolist(), strict=True))
+            _count_windows(memo, todo, window_refs, window_hyps, wrong_lens, wrong_matches)
+        if known:
+            wrong_matches = [a + sum(b) for a, b in zip(wrong_matches, zip(*known, strict=True), strict=True)]
         distances = list(map(_DISTANCE, alignments))
         counts = threshold_counts(distances)
         metrics: dict[str, float] = {

@@ -304,10 +304,10 @@ def _matches_python(
 
 
 def _matches_numpy(
-    references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]
+    references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]], per_sample: bool = True
 ) -> np.ndarray | None:
     """Same as :func:`_matches_python`, vectorised (an n-gram is its token ids packed into one int64), as an
-    int64 array of one row per sample pair.
+    int64 array of one row per sample pair (``per_sample``) or one row of their sums.
 
     Returns ``None`` when the vocabulary has 2**16 tokens or more (the packing would not be exact).
     """
@@ -353,9 +353,12 @@ def _matches_numpy(
         starts = np.flatnonzero(np.concatenate(([True], run_key[1:] != run_key[:-1])))
         in_ref = np.add.reduceat(packed & 1, starts)
         in_hyp = np.diff(np.append(starts, len(packed))) - in_ref
-        # each run's clipped matches, summed per sample (the sample is the key over the n-gram values)
-        matches[n - 1] = np.bincount(run_key[starts] // grams, np.minimum(in_hyp, in_ref), count)
-    return matches.T
+        clipped = np.minimum(in_hyp, in_ref)  # each run's clipped matches
+        if per_sample:  # summed per sample (the sample is the key over the n-gram values)
+            matches[n - 1] = np.bincount(run_key[starts] // grams, clipped, count)
+        else:
+            matches[n - 1, 0] = clipped.sum()
+    return matches.T if per_sample else matches[:, :1].T
 
 
 def _window(
@@ -403,15 +406,17 @@ def _trimmed(
     return refs, hyps, [int(c) for c in cut]
 
 
-def _sample_matches(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> np.ndarray:
+def _sample_matches(
+    refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]], per_sample: bool = True
+) -> np.ndarray:
     """Clipped n-gram matches (n = 1..4) of each sample pair, :data:`_BLEU_CHUNK` pairs at a time, as an int64
-    array of one row per pair."""
+    array of one row per pair (``per_sample``) or per chunk (its sums)."""
     import numpy as np
 
     chunks = [np.zeros((0, 4), dtype=np.int64)]
     for start in range(0, len(hyps), _BLEU_CHUNK):
         chunk_refs, chunk_hyps = refs[start : start + _BLEU_CHUNK], hyps[start : start + _BLEU_CHUNK]
-        counted = _matches_numpy(chunk_refs, chunk_hyps)
+        counted = _matches_numpy(chunk_refs, chunk_hyps, per_sample)
         if counted is None:  # a huge vocabulary: exact Counter matching instead
             counted = np.array(_matches_python(chunk_refs, chunk_hyps), dtype=np.int64).reshape(-1, 4)
         chunks.append(counted)
@@ -438,7 +443,7 @@ def _wrong_matches(
         else:
             refs = [references[i] for i in chunk]
             hyps = [hypotheses[i] for i in chunk]
-        counted = _sample_matches(refs, hyps).sum(axis=0)
+        counted = _sample_matches(refs, hyps, per_sample=False).sum(axis=0)
         matches = [a + int(b) for a, b in zip(matches, counted, strict=True)]
     return matches
 
@@ -751,11 +756,13 @@ def _count_windows(
 ) -> None:
     """Add the clipped n-gram matches of the wrong pairs ``keys`` (cut to their BLEU windows ``refs`` and
     ``hyps``, of ``whole_lens`` prediction tokens) to ``totals``, remember each pair's, and empty the lists."""
-    counted = _sample_matches(refs, hyps) + _cut_ngrams(whole_lens, hyps)
-    for k, total in enumerate(counted.sum(axis=0)):
+    keep = len(memo.ngrams) + len(keys) <= memo.limit  # else only the sums are needed
+    cut = _cut_ngrams(whole_lens, hyps)
+    matched = _sample_matches(refs, hyps, per_sample=keep)
+    for k, total in enumerate(matched.sum(axis=0) + cut.sum(axis=0)):
         totals[k] += int(total)
-    if len(memo.ngrams) + len(keys) <= memo.limit:
-        memo.ngrams.update(zip(keys, counted.tolist(), strict=True))
+    if keep:
+        memo.ngrams.update(zip(keys, (matched + cut).tolist(), strict=True))
     for column in (keys, refs, hyps, whole_lens):
         column.clear()
 

@@ -267,18 +267,43 @@ class LineMemo:
     limit: int = 1 << 16
 
 
-#: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`): the part
-#: that depends on the op's tag and tokens only, then its spans.
+#: One edit op of a ``<stem>_samples.jsonl`` line (the ``"ops"`` list of :func:`sample_records`).
+_OP = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": [%d, %d], "pred_span": [%d, %d]}'
+#: The same in two parts: what depends on the op's tag and tokens only, then its spans.
 _OP_HEAD = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": ['
 _OP_SPANS = '%d, %d], "pred_span": [%d, %d]}'
 
 
-def _ops_json(alignment: Alignment, memo: LineMemo) -> str:
-    """The ``"ops"`` value of a sample with edits as JSON text.
+def _ops_json(alignment: Alignment) -> str:
+    """The ``"ops"`` value of a sample as JSON text (``[]`` for an exact match; spans of one token are encoded
+    inline)."""
+    if not alignment.ops:
+        return "[]"
+    encode = encode_basestring
+    return (
+        "["
+        + ", ".join(
+            [
+                _OP
+                % (
+                    tag,
+                    encode(gt[0]) if len(gt) == 1 else ", ".join(map(encode, gt)),
+                    encode(pred[0]) if len(pred) == 1 else ", ".join(map(encode, pred)),
+                    i1,
+                    i2,
+                    j1,
+                    j2,
+                )
+                for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True)
+            ]
+        )
+        + "]"
+    )
 
-    ``memo.op_heads`` keeps the JSON of each distinct (tag, label tokens, prediction tokens): the same
-    confusions recur across samples, and only their spans are formatted again.
-    """
+
+def _ops_json_memo(alignment: Alignment, memo: LineMemo) -> str:
+    """:func:`_ops_json`, keeping the head of each distinct (tag, label tokens, prediction tokens) in
+    ``memo.op_heads``: a run's confusions recur across samples, and only their spans are formatted again."""
     encode = encode_basestring
     heads = memo.op_heads
     parts = []
@@ -317,18 +342,8 @@ def _preds_json(gts: Iterable[str], preds: Iterable[str], gts_json: Iterable[str
     )
 
 
-def _numbered(result: HmerResult, selected: list[bool], rows: Iterator[tuple]) -> Iterator[tuple]:
-    """``rows`` of the selected samples, each led by the sample's index and JSON-encoded id."""
-    return map(
-        operator.add,
-        zip(compress(count(), selected), map(encode_basestring, compress(result.ids, selected)), strict=True),
-        rows,
-    )
-
-
-def _exact_tails(result: HmerResult, selected: list[bool], whole: bool = False) -> Iterator[str]:
-    """:data:`_EXACT_TAIL` of each selected sample (exact matches), in order, encoded by C functions; with
-    ``whole``, the whole line."""
+def _exact_tails(result: HmerResult, selected: list[bool]) -> Iterator[str]:
+    """:data:`_EXACT_TAIL` of each selected sample (exact matches), in order, encoded by C functions."""
     gts = list(compress(result.gts, selected))
     gts_json, gts_json_for_preds = tee(map(encode_basestring, gts))  # tee holds one row
     gt_lens, gt_lens_again = tee(compress(result.gt_lens, selected))
@@ -339,16 +354,12 @@ def _exact_tails(result: HmerResult, selected: list[bool], whole: bool = False) 
         _preds_json(gts, compress(result.preds, selected), gts_json_for_preds),
         strict=True,
     )
-    if whole:
-        return map((_HEAD + _EXACT_TAIL).__mod__, _numbered(result, selected, rows))
     return map(_EXACT_TAIL.__mod__, rows)
 
 
-def _wrong_tails(
-    result: HmerResult, selected: list[bool], memo: LineMemo, whole: bool = False
-) -> Iterator[str]:
-    """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code.
-    With ``whole``, the whole line."""
+def _wrong_tails(result: HmerResult, selected: list[bool], memo: LineMemo) -> Iterator[str]:
+    """:data:`_TAIL` of each selected sample (samples with edits), in order; only their ops run Python code
+    (:func:`_ops_json_memo`, keeping op heads in ``memo``)."""
     alignments = list(compress(result.alignments, selected))
     rows = zip(
         map(attrgetter("distance"), alignments),
@@ -357,11 +368,9 @@ def _wrong_tails(
         compress(result.pred_lens, selected),
         map(encode_basestring, compress(result.gts, selected)),
         map(encode_basestring, compress(result.preds, selected)),
-        map(_ops_json, alignments, repeat(memo)),
+        map(_ops_json_memo, alignments, repeat(memo)),
         strict=True,
     )
-    if whole:
-        return map((_HEAD + _TAIL).__mod__, _numbered(result, selected, rows))
     return map(_TAIL.__mod__, rows)
 
 
@@ -369,14 +378,13 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     """The JSON lines of :func:`sample_records`, formatted directly: byte-identical to ``json.dumps`` of each
     row with ``ensure_ascii=False``, several times faster.
 
-    A line is a head (index and id) and a tail that depends only on the label and the prediction. Tails of
-    exact matches (most samples) and of the others are formatted as two streams, each one ``%`` per line over
-    columns encoded by C functions mapped over its samples (``encode_basestring``, ``float.__repr__``,
-    ``len``), and merged back into input order in C; only the ops of samples with edits run Python code.
-    Without ``memo`` the lines are made as they are written, like :func:`sample_records`. ``memo``, a
-    :class:`LineMemo` given to every file of a run, keeps the tails by (label, prediction) for the next files:
-    a pair met again is not formatted again; the new tails are made at once and kept there (or, when they
-    would not fit its limit, made as they are written and not kept).
+    Each line is one ``%`` over columns encoded by C functions mapped over the samples (``encode_basestring``,
+    ``float.__repr__``, ``len``); only the ops of samples with edits run Python code. Without ``memo`` the
+    lines are made as they are written, like :func:`sample_records`. ``memo``, a :class:`LineMemo` given to
+    every file of a run, keeps each line's tail (all but index and id, which depends only on the label and the
+    prediction) for the next files: a pair met again is not formatted again. The new tails are then made at
+    once, exact matches and the others as two streams, and kept there; when they would not fit its limit, the
+    lines are made as they are written and not kept.
 
     Example:
 
@@ -393,7 +401,6 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     columns = (result.ids, result.gts, result.preds, result.gt_lens, result.pred_lens, result.edit_scores)
     if any(len(column) != n for column in columns):
         raise ValueError("HmerResult: its per-sample lists differ in length")
-    wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact matches have no ops
     if memo is not None and n <= memo.limit:  # a bigger file's new tails could not all be kept
         keys = list(zip(result.gts, result.preds, strict=True))
         tails = list(map(memo.tails.get, keys))
@@ -401,12 +408,24 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
         missing = sum(new)
         if len(memo.tails) + missing <= memo.limit:  # the new tails fit in the memo: made now, kept there
             if missing:
+                wrong = list(map(bool, map(attrgetter("ops"), result.alignments)))  # exact: no ops
                 _make_tails(result, memo, wrong, new, keys, tails)
             return map(_LINE.__mod__, zip(count(), map(encode_basestring, result.ids), tails))
-    # made as they are written, exact matches and the others as two streams merged in input order
-    exact = list(map(operator.not_, wrong))
-    streams = (_exact_tails(result, exact, whole=True), _wrong_tails(result, wrong, LineMemo(), whole=True))
-    return map(next, map(streams.__getitem__, wrong))
+    # made as they are written: one % per line over columns encoded by C functions
+    gts_json, gts_json_for_preds = tee(map(encode_basestring, result.gts))  # tee holds one row
+    columns = zip(
+        count(),
+        map(encode_basestring, result.ids),
+        map(attrgetter("distance"), result.alignments),
+        _score_reprs(result.edit_scores),
+        result.gt_lens,
+        result.pred_lens,
+        gts_json,
+        _preds_json(result.gts, result.preds, gts_json_for_preds),
+        map(_ops_json, result.alignments),
+        strict=False,  # count() is endless; the other columns were checked to be of one length
+    )
+    return map((_HEAD + _TAIL).__mod__, columns)
 
 
 def _make_tails(

@@ -308,7 +308,7 @@ def _ops_json_memo(alignment: Alignment, memo: LineMemo) -> str:
     heads = memo.op_heads
     parts = []
     for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True):
-        key = (tag, gt, pred)
+        key = (tag, tuple(gt), tuple(pred))
         head = heads.get(key)
         if head is None:
             head = _OP_HEAD % (tag, ", ".join(map(encode, gt)), ", ".join(map(encode, pred)))

@@ -124,9 +124,7 @@ class Alignment:
 
     distance: int
     ops: tuple[tuple[str, int, int, int, int], ...] = ()
-    op_tokens: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = field(
-        default=(), repr=False, compare=False
-    )
+    op_tokens: tuple[tuple[list[str], list[str]], ...] = field(default=(), repr=False, compare=False)
 
 
 _EXACT = Alignment(0, ())
@@ -149,7 +147,7 @@ def align(gt_tokens: Sequence[str], pred_tokens: Sequence[str]) -> Alignment:
     return Alignment(
         sum([max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops]),
         ops,
-        tuple([(tuple(gt_tokens[i1:i2]), tuple(pred_tokens[j1:j2])) for _, i1, i2, j1, j2 in ops]),
+        tuple([(list(gt_tokens[i1:i2]), list(pred_tokens[j1:j2])) for _, i1, i2, j1, j2 in ops]),
     )
 
 
@@ -733,7 +731,7 @@ def _score_pair(gt_text: str, pred_text: str) -> tuple | None:
     tokens = []
     distance = 0
     for _, i1, i2, j1, j2 in ops:  # each op's tokens and cost
-        tokens.append((tuple(gt[i1:i2]), tuple(pred[j1:j2])))
+        tokens.append((gt[i1:i2], pred[j1:j2]))
         distance += i2 - i1 if i2 - i1 > j2 - j1 else j2 - j1
     ref_window, hyp_window = _window(gt, pred, ops)
     return (
@@ -793,7 +791,7 @@ def evaluate_samples(
     >>> round(result.metrics["mean_edit_score"], 4)
     92.8571
     >>> result.alignments[1].op_tokens, result.label_markers[1] == {"\\\\frac"}
-    (((('b',), ('6',)),), True)
+    (((['b'], ['6']),), True)
     """
     if not samples:
         raise UserError("no samples to evaluate; an evaluation needs at least one.")

@@ -23,6 +23,7 @@ import logging
 import operator
 import os
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat, tee
@@ -49,7 +50,7 @@ from evaluators.hmer.upstream_report import format_upstream_results, upstream_ro
 from evaluators.io_utils import ensure_output_dir
 from evaluators.knowledge.latex import EXTRACT_MODES
 from evaluators.outputs import OutputSet
-from evaluators.provenance import model_from_inference_meta, provenance, unitune_version
+from evaluators.provenance import git_revision, model_from_inference_meta, provenance, unitune_version
 
 __all__ = [
     "LineMemo",
@@ -549,8 +550,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}.")
     ensure_output_dir(args.out_dir, "--out-dir")
     stems = resolve_stems(list(args.files))
-    # Load (and validate) every input first: a bad file 3 must not leave outputs of files 1-2 behind.
-    loaded_files = [load_predictions(path, args.format, allow_torn=args.allow_torn) for path in args.files]
+    # Load (and validate) every input first: a bad file 3 must not leave outputs of files 1-2 behind. The git
+    # revision the metrics JSON records (a git process) is found meanwhile, in a thread joined before any fork.
+    revision = threading.Thread(target=git_revision, name="unitune-git-revision")
+    revision.start()
+    try:
+        loaded_files = [
+            load_predictions(path, args.format, allow_torn=args.allow_torn) for path in args.files
+        ]
+    finally:
+        revision.join()
     provenance(args.model)  # cached parts (version, git revision) found once, before any worker starts
     _import_numpy_single_threaded()
     workers = args.workers if args.workers is not None else available_cpus()

@@ -10,8 +10,11 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from evaluators.errors import UserError
 
@@ -429,7 +432,36 @@ def load_json(path: str | os.PathLike) -> Any:
         raise UserError(
             f"{path}: a {size / 2**30:.1f} GiB JSON file is too large to load; write it as JSONL."
         )
-    return _loads(_decode(path.read_bytes(), path, "the file"), path, "the file")
+    raw = path.read_bytes()
+    records = _flat_records(raw)
+    if records is not None:
+        return records
+    return _loads(_decode(raw, path, "the file"), path, "the file")
+
+
+#: The value types for which orjson and json parse the same text to the same values (orjson reads an integer
+#: beyond 64 bits as a float, json as an int; json reads ``NaN`` and lone surrogates, orjson refuses them).
+_SAME_VALUE_TYPES = frozenset([str, int, bool, type(None)])
+
+
+def _flat_records(raw: bytes) -> list[dict] | None:
+    """``json.loads`` of a JSON list of flat objects (string, integer, boolean or null values: a prediction
+    file), parsed by orjson (several times faster); ``None`` for anything else, which json then reads.
+
+    Example:
+
+    >>> _flat_records(b'[{"gt": "x", "n": 1}]'), _flat_records(b'[{"f": 0.5}]'), _flat_records(b"[[1]]")
+    ([{'gt': 'x', 'n': 1}], None, None)
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not list or not set(map(type, data)) <= {dict}:
+        return None
+    if not set(map(type, chain.from_iterable(map(dict.values, data)))) <= _SAME_VALUE_TYPES:
+        return None
+    return data
 
 
 def read_records(path: str | os.PathLike, allow_torn: bool = False) -> list[dict]:

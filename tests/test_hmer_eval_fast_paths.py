@@ -114,3 +114,35 @@ def test_chunked_scoring_changes_nothing(monkeypatch) -> None:
     chunked = evaluate_samples(samples)
     _same_result(chunked, whole)
     assert chunked.metrics["bleu4"] == bleu4_nltk(chunked.gt_tokens, chunked.pred_tokens)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"gt": "x", "pred": "é 😀 \\u00e9 \\ud83d\\ude00 \\u2028", "img_id": "1", "n": -0, "f": -0.0}]',
+        '[{"a": 1, "a": 2, "big": 123456789012345678901234567890, "f": [0.1, 5e-324, 1.7976931348623157e308]}]',
+        '[{"inf": 1e400, "nan": NaN}]',  # orjson refuses these: json's values
+        '[{"lone": "\\ud800"}]',  # a lone surrogate: orjson refuses, json accepts
+        "[" * 1100 + "]" * 1100,  # deeper than orjson goes, shallower than json's limit
+        '\ufeff[{"a": 1}]',
+    ],
+)
+def test_json_files_load_as_json_loads_them(tmp_path, text: str) -> None:
+    """``load_json`` parses with orjson when it can: the values are json.loads's, and so are the refusals."""
+    import math
+
+    from evaluators.errors import UserError
+    from evaluators.io_utils import load_json
+
+    path = tmp_path / "f.json"
+    path.write_text(text, encoding="utf-8")
+    try:
+        expected = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        with pytest.raises(UserError):
+            load_json(path)
+        assert type(err) in (json.JSONDecodeError, RecursionError)
+        return
+    got = load_json(path)
+    same = json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert same or (math.isnan(got[0]["nan"]) and got[0]["inf"] == expected[0]["inf"])

@@ -275,35 +275,39 @@ _OP_HEAD = '{"op": "%s", "gt": [%s], "pred": [%s], "gt_span": ['
 _OP_SPANS = '%d, %d], "pred_span": [%d, %d]}'
 
 
-def _ops_json(alignment: Alignment) -> str:
-    """The ``"ops"`` value of a sample as JSON text (``[]`` for an exact match; spans of one token are encoded
-    inline)."""
-    if not alignment.ops:
-        return "[]"
+def _ops_json(alignments: Iterable[Alignment]) -> Iterator[str]:
+    """The ``"ops"`` value of each sample as JSON text, in order (``[]`` for exact matches; spans of one token
+    are encoded inline)."""
     encode = encode_basestring
-    return (
-        "["
-        + ", ".join(
-            [
-                _OP
-                % (
-                    tag,
-                    encode(gt[0]) if len(gt) == 1 else ", ".join(map(encode, gt)),
-                    encode(pred[0]) if len(pred) == 1 else ", ".join(map(encode, pred)),
-                    i1,
-                    i2,
-                    j1,
-                    j2,
-                )
-                for (tag, i1, i2, j1, j2), (gt, pred) in zip(alignment.ops, alignment.op_tokens, strict=True)
-            ]
+    for alignment in alignments:
+        if not alignment.ops:
+            yield "[]"
+            continue
+        yield (
+            "["
+            + ", ".join(
+                [
+                    _OP
+                    % (
+                        tag,
+                        encode(gt[0]) if len(gt) == 1 else ", ".join(map(encode, gt)),
+                        encode(pred[0]) if len(pred) == 1 else ", ".join(map(encode, pred)),
+                        i1,
+                        i2,
+                        j1,
+                        j2,
+                    )
+                    for (tag, i1, i2, j1, j2), (gt, pred) in zip(
+                        alignment.ops, alignment.op_tokens, strict=True
+                    )
+                ]
+            )
+            + "]"
         )
-        + "]"
-    )
 
 
 def _ops_json_memo(alignment: Alignment, memo: LineMemo) -> str:
-    """:func:`_ops_json`, keeping the head of each distinct (tag, label tokens, prediction tokens) in
+    """:func:`_ops_json` of a sample with edits, keeping the head of each distinct (tag, label tokens, prediction tokens) in
     ``memo.op_heads``: a run's confusions recur across samples, and only their spans are formatted again."""
     encode = encode_basestring
     heads = memo.op_heads
@@ -382,8 +386,8 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
     Each line is one ``%`` over columns encoded by C functions mapped over the samples (``encode_basestring``,
     ``float.__repr__``, ``len``); only the ops of samples with edits run Python code. Without ``memo`` the
     lines are made as they are written, like :func:`sample_records`. ``memo``, a :class:`LineMemo` given to
-    every file of a run, keeps each line's tail (all but index and id, which depends only on the label and the
-    prediction) for the next files: a pair met again is not formatted again. The new tails are then made at
+    every file of a run, keeps each line's tail (all but its index and id: it depends only on the label and the
+    prediction) for the next files, so that a pair met again is not formatted again. The new tails are then made at
     once, exact matches and the others as two streams, and kept there; when they would not fit its limit, the
     lines are made as they are written and not kept.
 
@@ -414,7 +418,7 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
             return map(_LINE.__mod__, zip(count(), map(encode_basestring, result.ids), tails))
     # made as they are written: one % per line over columns encoded by C functions
     gts_json, gts_json_for_preds = tee(map(encode_basestring, result.gts))  # tee holds one row
-    columns = zip(
+    rows = zip(
         count(),
         map(encode_basestring, result.ids),
         map(attrgetter("distance"), result.alignments),
@@ -423,10 +427,10 @@ def sample_lines(result: HmerResult, memo: LineMemo | None = None) -> Iterator[s
         result.pred_lens,
         gts_json,
         _preds_json(result.gts, result.preds, gts_json_for_preds),
-        map(_ops_json, result.alignments),
+        _ops_json(result.alignments),
         strict=False,  # count() is endless; the other columns were checked to be of one length
     )
-    return map((_HEAD + _TAIL).__mod__, columns)
+    return map((_HEAD + _TAIL).__mod__, rows)
 
 
 def _make_tails(

@@ -668,14 +668,14 @@ def gc_paused() -> Iterator[None]:
 class ScoreMemo:
     """What :func:`evaluate_samples` found for a text, kept for the next calls given the same memo.
 
-    ``labels`` maps a label to its token count, structure markers and characters; ``pairs`` a (label, prediction) pair
-    that differs to what scoring reads of it (its :class:`Alignment`, prediction length, edit score, BLEU
-    window and character edits), or to ``None`` when the two have the same tokens; ``ngrams`` such a pair
-    to its clipped n-gram matches. The prediction files of
-    one test set (several checkpoints, a set and its normalised twin) share most labels and many wrong
-    predictions: ``unitune eval hmer`` gives one memo to all the files of a run, so that those are
-    tokenised and aligned once. Every entry is what scoring the text computes, so a memo changes no result;
-    each kind keeps at most ``limit`` entries, which bounds its memory on huge runs.
+    ``labels`` maps a label to its token count, structure markers and characters; ``pairs`` a (label,
+    prediction) pair that differs to what scoring reads of it (its :class:`Alignment`, prediction length,
+    edit score, BLEU windows and character edits), or to ``None`` when the two have the same tokens;
+    ``ngrams`` such a pair to its clipped n-gram matches. The prediction files of one test set (several
+    checkpoints, a set and its normalised twin) share most labels and many wrong predictions: ``unitune eval
+    hmer`` gives one memo to all the files of a process, so that those are tokenised and aligned once. Every
+    entry is what scoring the text computes, so a memo changes no result; each kind keeps at most ``limit``
+    entries, which bounds its memory on huge runs.
 
     Example:
 

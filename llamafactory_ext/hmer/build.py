@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import repeat
 from json.encoder import encode_basestring as _encode  # json.dumps(str, ensure_ascii=False)
 from pathlib import Path
 from typing import IO, Any
@@ -530,24 +531,15 @@ def _iter_rows(
     if task not in EDL_TASKS:
         prompt, answers = human_prompt(task), _label_answers(task, _encode if json_answers else None)
         if workers is not None and isinstance(answers, _BoundedMemo):
-            # the same records as the loop below; the answers come computed (here or in a helper)
-            for sample, (answer, reason) in workers.answered(samples, answers):
-                image, why = images(sample.image)
-                if why is not None:
-                    yield reject(_reject(sample, why))
-                    continue
-                if reason is not None:
-                    yield reject(_reject(sample, reason, latex=sample.latex))
-                    continue
-                stats.written += 1
-                yield prompt, answer, image  # type: ignore[misc]  # answer is set when reason is None
-            return
-        for sample in samples:
+            answered = workers.answered(samples, answers)  # answers computed here or in a helper, in order
+        else:
+            answered = zip(samples, repeat(None))  # answered below, once the image is found
+        for sample, known in answered:
             image, reason = images(sample.image)
             if reason is not None:
                 yield reject(_reject(sample, reason))
                 continue
-            answer, reason = answers(sample.latex)
+            answer, reason = answers(sample.latex) if known is None else known
             if reason is not None:
                 yield reject(_reject(sample, reason, latex=sample.latex))
                 continue

@@ -46,15 +46,8 @@ _MANIFEST = "MANIFEST.json"
 _OWNER = ".owner.lock"
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -75,14 +68,14 @@ def _fsync_files(paths: list[Path]) -> None:
     """
     if len(paths) <= 1:
         for path in paths:
-            _fsync_file(path)
+            _fsync(path)
         return
     errors: list[BaseException] = []
 
     def flush(share: list[Path]) -> None:
         try:
             for path in share:
-                _fsync_file(path)
+                _fsync(path)
         except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread below
             errors.append(err)
 
@@ -173,7 +166,7 @@ def _roll_forward(staging: Path) -> None:
         touched.add((folder / name).parent)
     for changed in sorted(touched):
         if changed.is_dir():
-            _fsync_dir(changed)
+            _fsync(changed)
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -322,7 +315,7 @@ class OutputSet:
         )
         _fsync_files([self.staging / name for name in names])
         for folder in sorted({(self.staging / name).parent for name in names} - {self.staging}):
-            _fsync_dir(folder)  # entries of staged subfolders (the staging folder itself is synced below)
+            _fsync(folder)  # entries of staged subfolders (the staging folder itself is synced below)
         remove = sorted(set(self.remove) - set(names))
         tmp = self.staging / ".manifest.tmp"
         with tmp.open("w", encoding="utf-8") as handle:
@@ -330,5 +323,5 @@ class OutputSet:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.staging / _MANIFEST)
-        _fsync_dir(self.staging)
+        _fsync(self.staging)
         _roll_forward(self.staging)

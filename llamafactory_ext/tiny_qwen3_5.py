@@ -20,7 +20,7 @@ from llamafactory_ext.tiny_model import (
     qwen_vl_config_kwargs,
     save_tiny_checkpoint,
 )
-from llamafactory_ext.tiny_qwen3_vl import QWEN3_VL_CHAT_TEMPLATE, qwen3_vl_processor
+from llamafactory_ext.tiny_qwen3_vl import QWEN3_VL_CHAT_TEMPLATE, qwen3_vl_processor, tiny_vision_config
 
 __all__ = ["build_tiny_qwen3_5", "qwen3_5_config"]
 
@@ -71,19 +71,7 @@ def _build_config(tokenizer, initializer_range: float = DEFAULT_INITIALIZER_RANG
     }
     rotated = int(head_dim * partial_rotary_factor)
     assert sum(text_config["rope_parameters"]["mrope_section"]) == rotated // 2
-    vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 1,  # head size 32
-        "out_hidden_size": 64,
-        "patch_size": QWEN3_5.patch_size,
-        "spatial_merge_size": QWEN3_5.merge_size,
-        "temporal_patch_size": 2,
-        "num_position_embeddings": 64,  # an 8 x 8 grid of learned positions, interpolated per image
-        "initializer_range": initializer_range,
-    }
-    return qwen3_5_config(tokenizer, text_config, vision_config)
+    return qwen3_5_config(tokenizer, text_config, tiny_vision_config(QWEN3_5, initializer_range))
 
 
 def build_tiny_qwen3_5(out_dir: str | Path, initializer_range: float = DEFAULT_INITIALIZER_RANGE) -> Path:

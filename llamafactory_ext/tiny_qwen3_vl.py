@@ -10,8 +10,9 @@ same ``<|vision_start|><|image_pad|><|vision_end|>`` image parts. The same call 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from evaluators.model_family import QWEN3_VL
+from evaluators.model_family import QWEN3_VL, ModelFamily
 from llamafactory_ext.tiny_model import (
     DEFAULT_INITIALIZER_RANGE,
     build_tokenizer,
@@ -19,7 +20,13 @@ from llamafactory_ext.tiny_model import (
     save_tiny_checkpoint,
 )
 
-__all__ = ["QWEN3_VL_CHAT_TEMPLATE", "build_tiny_qwen3_vl", "qwen3_vl_config", "qwen3_vl_processor"]
+__all__ = [
+    "QWEN3_VL_CHAT_TEMPLATE",
+    "build_tiny_qwen3_vl",
+    "qwen3_vl_config",
+    "qwen3_vl_processor",
+    "tiny_vision_config",
+]
 
 #: Qwen3-VL Instruct's chat format without tools: no default system turn, image/video parts as pad tokens.
 QWEN3_VL_CHAT_TEMPLATE = (
@@ -74,20 +81,37 @@ def _build_config(tokenizer, initializer_range: float = DEFAULT_INITIALIZER_RANG
         "initializer_range": initializer_range,
     }
     assert sum(text_config["rope_scaling"]["mrope_section"]) == head_dim // 2
-    vision_config = {
+    vision_config = tiny_vision_config(QWEN3_VL, initializer_range, deepstack_visual_indexes=[1])
+    return qwen3_vl_config(tokenizer, text_config, vision_config)
+
+
+def tiny_vision_config(family: ModelFamily, initializer_range: float, **extra: Any) -> dict[str, Any]:
+    """The tiny vision tower of Qwen3-VL and Qwen3.5 (the same encoder): two blocks of width 32, learned positions.
+
+    Args:
+        family (`ModelFamily`): gives the patch and merge sizes.
+        initializer_range (`float`): std of the random weights.
+        **extra: family-only keys (Qwen3-VL's ``deepstack_visual_indexes``).
+
+    Example:
+
+    >>> config = tiny_vision_config(QWEN3_VL, 0.02, deepstack_visual_indexes=[1])
+    >>> config["patch_size"], config["spatial_merge_size"], config["deepstack_visual_indexes"]
+    (16, 2, [1])
+    """
+    return {
         "depth": 2,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_heads": 1,  # head size 32
         "out_hidden_size": 64,
-        "patch_size": _PATCH,
-        "spatial_merge_size": QWEN3_VL.merge_size,
+        "patch_size": family.patch_size,
+        "spatial_merge_size": family.merge_size,
         "temporal_patch_size": 2,
         "num_position_embeddings": 64,  # an 8 x 8 grid of learned positions, interpolated per image
-        "deepstack_visual_indexes": [1],
+        **extra,
         "initializer_range": initializer_range,
     }
-    return qwen3_vl_config(tokenizer, text_config, vision_config)
 
 
 def build_tiny_qwen3_vl(out_dir: str | Path, initializer_range: float = DEFAULT_INITIALIZER_RANGE) -> Path:
